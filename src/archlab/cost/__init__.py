@@ -1,0 +1,5 @@
+"""The exact cost engine (seed Parts 3-5): parameters, FLOPs, activation memory, Big-O."""
+
+from archlab.cost.types import ConventionDiff, FlopTerm, LayerCost, Term
+
+__all__ = ["ConventionDiff", "FlopTerm", "LayerCost", "Term"]

@@ -1,0 +1,95 @@
+"""A small model registry, after timm's ``@register_model`` + ``create_model``.
+
+Each architecture file registers a builder under a name together with its config dataclass::
+
+    @register_model("gpt", GPTConfig, task="lm")
+    def _build(cfg: GPTConfig) -> GPT: return GPT(cfg)
+
+``create_model("gpt", vocab_size=65, layers=4)`` builds the config (which validates itself and raises
+``ValueError`` naming a bad field) and the model. Presets are named overrides of a registered
+architecture (``register_preset("gpt-nano", "gpt", layers=4, heads=4, d_model=128)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from archlab.errors import ArchlabError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    config_cls: type
+    build: Callable[[Any], nn.Module]
+    task: str  # "lm" or "image"
+    defaults: dict[str, Any] = field(default_factory=dict)  # preset overrides
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, config_cls: type, task: str) -> Callable:
+    """Decorator: register ``build(config) -> nn.Module`` under ``name``."""
+
+    def deco(build: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
+        if name in _REGISTRY:
+            raise RuntimeError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelSpec(name, config_cls, build, task)
+        return build
+
+    return deco
+
+
+def register_preset(name: str, base: str, **overrides: Any) -> None:
+    """Register ``name`` as ``base`` with default overrides (users can still override them)."""
+    spec = _REGISTRY[base]
+    _REGISTRY[name] = dataclasses.replace(spec, name=name, defaults={**spec.defaults, **overrides})
+
+
+def list_models(task: str | None = None) -> list[str]:
+    return sorted(n for n, s in _REGISTRY.items() if task is None or s.task == task)
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ArchlabError(
+            f"unknown model {name!r}; valid names: {', '.join(list_models())}"
+        ) from None
+
+
+def make_config(name: str, **overrides: Any) -> Any:
+    """The validated config dataclass for ``name`` with preset defaults and ``overrides`` applied."""
+    spec = get_spec(name)
+    kwargs = {**spec.defaults, **overrides}
+    valid = {f.name for f in dataclasses.fields(spec.config_cls)}
+    unknown = sorted(set(kwargs) - valid)
+    if unknown:
+        raise ArchlabError(
+            f"{name}: unknown config field(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+        )
+    return spec.config_cls(**kwargs)
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered model: ``create_model("lstm", vocab_size=65, layers=2)``."""
+    cfg = make_config(name, **overrides)
+    return get_spec(name).build(cfg)
+
+
+__all__ = [
+    "ModelSpec",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "make_config",
+    "register_model",
+    "register_preset",
+]
