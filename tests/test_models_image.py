@@ -217,3 +217,32 @@ def test_mlp_param_count():
 def test_bad_config_names_the_field(name, bad, field):
     with pytest.raises(ValueError, match=field):
         create_model(name, **bad)
+
+
+# ---- precision and devices ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet", "vit", "mlp"])
+def test_bf16_autocast_matches_fp32(name):
+    model = build(name).eval()
+    x = images(model.config)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    assert low.dtype == torch.bfloat16
+    # bf16 keeps 8 significant bits (relative rounding 2^-8 ≈ 0.4% per op); measured worst case
+    # here is ~0.8% of the logit scale, so allow 2.5% of it (garbage would be ~100%).
+    assert (low.float() - ref).abs().max() <= 0.025 * ref.abs().max()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", IMAGE_NAMES)
+def test_image_model_on_cuda_matches_cpu(name):
+    model = build(name).eval()
+    x = images(model.config)
+    with torch.no_grad():
+        ref = model(x)
+        out = model.cuda()(x.cuda())
+    # cuDNN may use TF32 convolutions (10-bit mantissa) by default: compare loosely.
+    torch.testing.assert_close(out.cpu(), ref, atol=1e-2, rtol=1e-2)

@@ -334,3 +334,39 @@ def test_tying_needs_equal_widths():
 def test_bad_config_names_the_field(name, bad, field):
     with pytest.raises(ValueError, match=field):
         create_model(name, **bad)
+
+
+# ---- precision and devices --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [*RNN_CELLS, "gpt"])
+def test_bf16_autocast_matches_fp32(name):
+    model = build(name).eval()
+    idx = torch.randint(0, 11, (2, 12), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        ref = model(idx)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(idx)
+    assert low.dtype == torch.bfloat16
+    # bf16 keeps 8 significant bits (relative rounding 2^-8 ≈ 0.4% per op); measured worst case
+    # here is ~0.8% of the logit scale, so allow 2.5% of it (garbage would be ~100%).
+    assert (low.float() - ref).abs().max() <= 0.025 * ref.abs().max()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", [*RNN_CELLS, "gpt"])
+def test_lm_on_cuda_matches_cpu_and_decodes_consistently(name):
+    model = build(name).eval()
+    idx = torch.randint(0, 11, (2, 12), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        ref = model(idx)
+        model.cuda()
+        out = model(idx.cuda())
+    torch.testing.assert_close(out.cpu(), ref, atol=1e-3, rtol=1e-3)
+    greedy = model.generate(idx.cuda()[:, :4], 10, temperature=0.0)
+    recomputed = idx.cuda()[:, :4]
+    with torch.no_grad():
+        for _ in range(10):
+            nxt = model(recomputed)[:, -1].argmax(-1, keepdim=True)
+            recomputed = torch.cat((recomputed, nxt), dim=1)
+    assert torch.equal(greedy, recomputed)
