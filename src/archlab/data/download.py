@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import logging
 import os
 import tarfile
@@ -200,7 +201,15 @@ def download_file(
                 else:
                     _publish(tmp, folder / remote.filename)
                 return
-            except (urllib.error.URLError, OSError, ValueError, tarfile.TarError) as e:
+            except urllib.error.HTTPError as e:
+                errors.append(f"{url}: HTTP {e.code} {e.reason}")
+            except (
+                urllib.error.URLError,
+                http.client.HTTPException,
+                OSError,
+                ValueError,
+                tarfile.TarError,
+            ) as e:
                 reason = getattr(e, "reason", None) or e
                 errors.append(f"{url}: {reason}".replace("\n", " "))
     raise ArchlabError(missing_message(spec, f"download failed ({'; '.join(errors)})"))
