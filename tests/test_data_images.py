@@ -214,7 +214,9 @@ def test_normalization_exact_and_serializable():
     n = Normalization.fit(x)
     ref = (x.double() / 255).transpose(0, 1).reshape(3, -1)
     assert torch.allclose(torch.tensor(n.mean, dtype=torch.float64), ref.mean(1), atol=1e-12)
-    assert torch.allclose(torch.tensor(n.std, dtype=torch.float64), ref.std(1, unbiased=False), atol=1e-12)
+    assert torch.allclose(
+        torch.tensor(n.std, dtype=torch.float64), ref.std(1, unbiased=False), atol=1e-12
+    )
     z = n(x)
     assert z.dtype == torch.float32 and torch.allclose(z.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
     assert Normalization.from_dict(n.to_dict()) == n

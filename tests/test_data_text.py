@@ -225,6 +225,15 @@ def test_bpe_roundtrip_save_load(tmp_path):
     assert again.encode(SAMPLE) == tok.encode(SAMPLE)
 
 
+def test_bpe_chunked_encode_equals_whole(shared_data):
+    text = (shared_data / "tinyshakespeare" / "input.txt").read_text()[:200_000]
+    text += "\n  indented\n\n\nthree blank\t\nx's\n'tis\n"
+    tok = BPETokenizer.fit([text[:100_000]], vocab_size=1000)
+    whole = tok.encode(text)  # one chunk
+    tok.chunk_chars = 97  # hundreds of chunks, cut only at safe newlines
+    assert tok.encode(text) == whole
+
+
 def test_tokenizer_bad_files(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "other.json").write_text('{"kind": "sentencepiece"}')

@@ -26,6 +26,7 @@ All share :class:`Tokenizer`: ``encode(str) -> list[int]``, ``decode(list[int]) 
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 UNK, EOS = "<unk>", "<eos>"
+_SAFE_CUT = re.compile(r"\S\n(?=\S)")
 
 
 class Tokenizer(ABC):
@@ -197,6 +199,8 @@ class WordTokenizer(Tokenizer):
 class BPETokenizer(Tokenizer):
     kind = "bpe"
 
+    chunk_chars = 1 << 16  # characters per parallel encode chunk (see encode)
+
     def __init__(self, hf: Any) -> None:
         self.hf = hf  # tokenizers.Tokenizer
 
@@ -230,7 +234,21 @@ class BPETokenizer(Tokenizer):
         return int(self.hf.get_vocab_size())
 
     def encode(self, text: str) -> list[int]:
-        return list(self.hf.encode(text).ids)
+        """Ids of ``text``; long texts are cut into chunks encoded in parallel (same ids).
+
+        Cuts fall only after a newline that sits between two non-space characters: the GPT-2
+        pre-tokenizer regex always ends a piece there (the newline is a piece of its own), and BPE
+        never merges across pieces, so chunking cannot change the result.
+        """
+        if len(text) <= self.chunk_chars:
+            return list(self.hf.encode(text).ids)
+        chunks, pos = [], 0
+        while pos < len(text):
+            m = _SAFE_CUT.search(text, pos + self.chunk_chars)
+            end = m.end() if m else len(text)
+            chunks.append(text[pos:end])
+            pos = end
+        return [i for enc in self.hf.encode_batch(chunks) for i in enc.ids]
 
     def decode(self, ids: Sequence[int]) -> str:
         self._check_ids(ids)
