@@ -17,6 +17,7 @@ from archlab.data import (
     bptt_batches,
     build_tokenizer,
     encode_corpus,
+    fit_tokenizer,
     get_batch,
     load_corpus,
     load_tokenizer,
@@ -75,8 +76,8 @@ def test_wikitext2_matches_pytorch_examples(shared_data, monkeypatch):
     monkeypatch.setenv("ARCHLAB_DATA", str(shared_data))
     c = load_corpus("wikitext2")
     assert c.level == "word"
-    tok = build_tokenizer("word", c.train, extra_texts=[c.val, c.test])
-    assert tok.vocab_size == 33_278
+    tok = fit_tokenizer("word", c)  # train + valid + test, as pytorch/examples
+    assert tok.vocab_size == 33_278 and tok.itos[:3] == ["<eos>", "=", "Valkyria"]
     s = encode_corpus(c, tok)
     assert [t.numel() for t in (s.train, s.val, s.test)] == [2_088_628, 217_646, 245_569]
     ref, n = _pytorch_examples_tokenize(

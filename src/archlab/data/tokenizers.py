@@ -31,9 +31,12 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from archlab.errors import ArchlabError
+
+if TYPE_CHECKING:
+    from archlab.data.text import Corpus
 
 __all__ = [
     "BPETokenizer",
@@ -41,6 +44,7 @@ __all__ = [
     "Tokenizer",
     "WordTokenizer",
     "build_tokenizer",
+    "fit_tokenizer",
     "load_tokenizer",
 ]
 
@@ -283,6 +287,31 @@ def build_tokenizer(
     if kind == "bpe":
         return BPETokenizer.fit([train_text], vocab_size=vocab_size)
     raise ArchlabError(f"unknown tokenizer {kind!r}; use char, word or bpe")
+
+
+def fit_tokenizer(
+    kind: str,
+    corpus: Corpus,
+    *,
+    vocab_size: int = 4096,
+    max_vocab: int | None = None,
+    unk: bool = True,
+) -> Tokenizer:
+    """Fit a tokenizer on ``corpus.train`` with the corpus's conventions.
+
+    For ``wikitext2`` + ``word`` without a cap, the vocabulary is built over train, valid and test
+    in that order, exactly as pytorch/examples does (33,278 ids; train alone gives the same set).
+    Everything else is fitted on the train split only.
+    """
+    extra = (corpus.val, corpus.test) if corpus.name == "wikitext2" and kind == "word" else ()
+    return build_tokenizer(
+        kind,
+        corpus.train,
+        vocab_size=vocab_size,
+        max_vocab=max_vocab,
+        extra_texts=extra if max_vocab is None else (),
+        unk=unk,
+    )
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
