@@ -28,6 +28,7 @@ from archlab.data.batching import (
     stream_eval_batches,
 )
 from archlab.data.download import ensure_dataset
+from archlab.data.image_formats import load_image_file
 from archlab.data.images import (
     FASHION_MNIST_CLASSES,
     IMAGE_DATASETS,
@@ -76,6 +77,7 @@ __all__ = [
     "get_batch",
     "load_corpus",
     "load_image_dataset",
+    "load_image_file",
     "load_tokenizer",
     "resolve_corpus",
     "sliding_window_eval",
