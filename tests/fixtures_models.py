@@ -144,12 +144,12 @@ def mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 5))
 
 
-def conv_net() -> nn.Module:
+def conv_net(groups: int = 2) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),
         nn.BatchNorm2d(8),
         nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, groups=2, bias=False),
+        nn.Conv2d(8, 16, 3, stride=2, groups=groups, bias=False),
         nn.ReLU(),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),

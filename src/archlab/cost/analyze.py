@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import importlib
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,12 @@ from archlab.errors import ArchlabError
 __all__ = ["analyze"]
 
 OUTSIDE = "(outside modules)"
+# Fused kernels whose meta implementation returns an empty workspace tensor.
+_WORKSPACE_OPS = {torch.ops.aten.mkldnn_rnn_layer.default}
+_DATA_DEPENDENT = (
+    torch._subclasses.fake_tensor.DataDependentOutputException,
+    torch._subclasses.fake_tensor.DynamicOutputShapeException,
+)
 
 
 def _module_cost_fn() -> Callable[..., Any] | None:
@@ -63,6 +70,7 @@ class _Acc:
     fcm: int = 0  # what FlopCounterMode's rules give for the same forward ops
     ops: dict[str, list[int]] = field(default_factory=dict)  # op -> [calls, dense, fcm] (fwd)
     uncounted: Counter = field(default_factory=Counter)  # (op, phase) -> calls
+    notes: set[str] = field(default_factory=set)
 
     def add(self, o: _Acc) -> None:
         self.fwd_dense += o.fwd_dense
@@ -75,6 +83,7 @@ class _Acc:
             r = self.ops.setdefault(k, [0, 0, 0])
             r[0], r[1], r[2] = r[0] + c, r[1] + d, r[2] + f
         self.uncounted.update(o.uncounted)
+        self.notes |= o.notes
 
 
 @dataclass
@@ -96,8 +105,9 @@ class _RowInfo:
 class _Analyzer(TorchDispatchMode):
     """Counts ops, attributes them to module calls, and records saved-tensor bytes."""
 
-    def __init__(self, root: nn.Module, module_cost: Callable[..., Any] | None) -> None:
+    def __init__(self, root: nn.Module, module_cost: Callable[..., Any] | None, fake: bool) -> None:
         super().__init__()
+        self.fake = fake
         self.names = {id(m): n for n, m in root.named_modules(remove_duplicate=False)}
         self.module_cost = module_cost
         self.stack: list[_Frame] = []
@@ -173,6 +183,9 @@ class _Analyzer(TorchDispatchMode):
             key = self.owner(key) if key is not None else OUTSIDE
             acc = self.done.setdefault(key, _Acc())
         c = count_op(func, args, kwargs, out)
+        if self.fake and func in _WORKSPACE_OPS:
+            acc.notes.add(f"aten.{op_name(func)}: its workspace (saved for backward) is empty under "
+                          "fake tensors, so activation bytes exclude it")
         if c.status == "uncounted":
             acc.uncounted[(f"aten.{op_name(func)}", self.phase)] += 1
         elif self.phase == "forward":
@@ -234,7 +247,7 @@ def analyze(
     if not isinstance(module, nn.Module):
         raise ArchlabError(f"analyze needs an nn.Module, got {type(module).__name__}")
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    an = _Analyzer(module, _module_cost_fn())
+    an = _Analyzer(module, _module_cost_fn(), fake)
     mode = torch._subclasses.fake_tensor.FakeTensorMode() if fake else None
     to = mode.from_tensor if mode is not None else (lambda t: t.detach().clone())
 
@@ -249,6 +262,10 @@ def analyze(
         nn_module.register_module_forward_hook(an.post_hook, always_call=True),
     ]
     fcm = FlopCounterMode(display=False)
+    # FakeTensorMode logs a traceback before re-raising a shape error; we report it as one line.
+    fake_log = logging.getLogger("torch._subclasses.fake_tensor")
+    fake_log_level = fake_log.level
+    fake_log.setLevel(logging.CRITICAL)
     try:
         # Copies are made outside the fake mode (it rejects real tensors inside).
         state = _copy_state(module, to, dtype)
@@ -270,12 +287,20 @@ def analyze(
                         loss.backward()
     except ArchlabError:
         raise
+    except _DATA_DEPENDENT as e:
+        raise ArchlabError(
+            f"the model reads tensor values ({type(e).__name__}), which fake tensors cannot do; "
+            "call analyze(..., fake=False)"
+        ) from e
     except Exception as e:
-        what = "under fake tensors (try fake=False)" if fake else "on the example inputs"
-        raise ArchlabError(f"the model failed to run {what}: {type(e).__name__}: {e}") from e
+        shapes = [list(t.shape) for t in inputs if isinstance(t, torch.Tensor)]
+        raise ArchlabError(
+            f"the model failed on inputs of shape {shapes}: {type(e).__name__}: {e}"
+        ) from e
     finally:
         for h in handles:
             h.remove()
+        fake_log.setLevel(fake_log_level)
     return _build_report(module, an, fcm.get_total_flops(), inputs, dtype, fake, backward)
 
 
@@ -317,6 +342,7 @@ def _build_report(module, an: _Analyzer, fcm_total, inputs, dtype, fake, backwar
             measured_forward_dense=acc.fwd_dense,
             flopcountermode_forward=acc.fcm,
             ops={k: tuple(v) for k, v in acc.ops.items()},
+            notes=sorted(acc.notes),
         )
         if formula:
             _apply_formula(row, info.formulas, backward)

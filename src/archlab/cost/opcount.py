@@ -246,7 +246,8 @@ POINTWISE_OUT: dict[str, int] = {
     **dict.fromkeys(
         "add sub rsub mul div neg abs reciprocal square sign relu leaky_relu clamp clamp_min "
         "clamp_max hardtanh threshold threshold_backward maximum minimum eq ne lt le gt ge "
-        "logical_and logical_or logical_not logical_xor exp exp2 log log2 log10 log1p expm1 sqrt "
+        "logical_and logical_or logical_not logical_xor bitwise_not bitwise_and bitwise_or "
+        "bitwise_xor exp exp2 log log2 log10 log1p expm1 sqrt "
         "rsqrt sin cos tan tanh sigmoid erf erfc pow fmod remainder floor ceil round trunc "
         "native_dropout_backward hardtanh_backward leaky_relu_backward".split(),
         1,
