@@ -141,7 +141,9 @@ def lstm_tagger() -> LSTMTagger:
 
 
 def mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 5))
+    return nn.Sequential(
+        nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 5)
+    )
 
 
 def conv_net(groups: int = 2) -> nn.Module:

@@ -26,7 +26,6 @@ from tests.fixtures_models import (
     mlp,
 )
 
-
 # `archlab.cost.analyze` the attribute is the function; the module is reached through importlib.
 analyze_mod = importlib.import_module("archlab.cost.analyze")
 
@@ -242,7 +241,8 @@ def test_formula_module_absorbs_its_children(monkeypatch):
     names = [r.name for r in rep.layers]
     assert "blocks.0.attn" in names and "blocks.0.attn.qkv" not in names
     attn = next(r for r in rep.layers if r.name == "blocks.0.attn")
-    assert (attn.source, attn.flops_forward_dense, attn.flops_backward_dense) == ("formula", 1000, 2000)
+    assert attn.source == "formula"
+    assert (attn.flops_forward_dense, attn.flops_backward_dense) == (1000, 2000)
     assert attn.params == sum(p.numel() for p in m.blocks[0].attn.parameters())
     assert rep.params == 28_032
     # the formula's 1000 vs FlopCounterMode's qkv+proj products: a listed, explained difference
@@ -279,28 +279,39 @@ def test_cli_json_has_report_keys(cli):
     assert "[0, 64)" in d["input_note"]
 
 
-def test_cli_table(cli):
-    r = cli("cost", "model", "tests.fixtures_models:lstm_tagger", "--input-shape", "2x5",
-            "--input-dtype", "long", "--depth", "1")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert "lstm (LSTM)" in r.stdout and "Total params: 6,082" in r.stdout
+def test_cli_table(capsys):
+    from archlab.cli import main
+
+    code = main(["cost", "model", "tests.fixtures_models:lstm_tagger", "--input-shape", "2x5",
+                 "--input-dtype", "long", "--depth", "1"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "lstm (LSTM)" in out and "Total params: 6,082" in out and "in [0, 50)" in out
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["nosuch.module:x", "--input-shape", "2"],
-        ["tests.fixtures_models:nosuch", "--input-shape", "2"],
-        ["tests.fixtures_models", "--input-shape", "2"],
-        ["tests.fixtures_models:mlp", "--input-shape", "2xq"],
-        ["tests.fixtures_models:mlp", "--input-shape", "0x12"],
-        ["tests.fixtures_models:mlp", "--input-shape", "2x12", "--input-dtype", "complex7"],
-        ["tests.fixtures_models:mlp", "--input-shape", "2x5"],  # wrong width: the model fails
-        ["tests.fixtures_models:__all__", "--input-shape", "2x12"],  # not callable / not a module
-    ],
-)
-def test_cli_bad_input_exits_2_with_one_line(cli, args):
-    r = cli("cost", "model", *args)
-    assert r.returncode == 2
-    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
-    assert r.stderr.startswith("archlab cost: error:")
+BAD_ARGS = [
+    ["nosuch.module:x", "--input-shape", "2"],
+    ["tests.fixtures_models:nosuch", "--input-shape", "2"],
+    ["tests.fixtures_models", "--input-shape", "2"],
+    ["tests.fixtures_models:mlp", "--input-shape", "2xq"],
+    ["tests.fixtures_models:mlp", "--input-shape", "0x12"],
+    ["tests.fixtures_models:mlp", "--input-shape", "2x12", "--input-dtype", "complex7"],
+    ["tests.fixtures_models:mlp", "--input-shape", "2x5"],  # wrong width: the model fails
+    ["tests.fixtures_models:__all__", "--input-shape", "2x12"],  # not callable / not a module
+    ["tests.fixtures_models:mlp", "--input-shape", "2x12", "--depth", "-1"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_ARGS)
+def test_cli_bad_input_exits_2_with_one_line(args, capsys):
+    from archlab.cli import main
+
+    assert main(["cost", "model", *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("archlab cost: error:")
+
+
+def test_cli_bad_input_subprocess_one_line(cli):
+    r = cli("cost", "model", *BAD_ARGS[6])  # fake-tensor shape error: no logged traceback either
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -184,8 +184,10 @@ class _Analyzer(TorchDispatchMode):
             acc = self.done.setdefault(key, _Acc())
         c = count_op(func, args, kwargs, out)
         if self.fake and func in _WORKSPACE_OPS:
-            acc.notes.add(f"aten.{op_name(func)}: its workspace (saved for backward) is empty under "
-                          "fake tensors, so activation bytes exclude it")
+            acc.notes.add(
+                f"aten.{op_name(func)}: its workspace (saved for backward) is empty under "
+                "fake tensors, so activation bytes exclude it"
+            )
         if c.status == "uncounted":
             acc.uncounted[(f"aten.{op_name(func)}", self.phase)] += 1
         elif self.phase == "forward":
@@ -272,7 +274,10 @@ def analyze(
         an.param_storages = {v.untyped_storage()._cdata for v in state.values() if v.requires_grad}
         args = tree_map(conv_input, inputs)
         with mode if mode is not None else _null():
-            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(an.pack, lambda t: t):
+            with (
+                torch.enable_grad(),
+                torch.autograd.graph.saved_tensors_hooks(an.pack, lambda t: t),
+            ):
                 with fcm, an:
                     out = functional_call(module, state, args)
                 floats = [

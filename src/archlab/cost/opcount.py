@@ -341,7 +341,10 @@ def count_op(func: Any, args: tuple, kwargs: dict, out: Any) -> OpFlops:
     if name in POINTWISE_OUT:
         n = _out_numel(out)
         factor = POINTWISE_OUT[name]
-        if name == "gelu" and kwargs.get("approximate", args[1] if len(args) > 1 else "none") != "none":
+        if (
+            name == "gelu"
+            and kwargs.get("approximate", args[1] if len(args) > 1 else "none") != "none"
+        ):
             factor = 8  # 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))
         if name in _AFFINE_NORMS:
             factor += _affine_terms(name, args)

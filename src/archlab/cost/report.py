@@ -133,9 +133,7 @@ def reconcile(rows: list[LayerRow], fcm_total: int) -> dict[str, Any]:
                 if f == 0 and not any(p.__name__ == op for p in flop_registry)
                 else "different convention"
             )
-            reasons.append(
-                f"aten.{op} x{calls}: op-level {o:,}, FlopCounterMode {f:,} ({why})"
-            )
+            reasons.append(f"aten.{op} x{calls}: op-level {o:,}, FlopCounterMode {f:,} ({why})")
         if diff == 0 and not reasons:
             continue
         items.append(
@@ -227,9 +225,7 @@ def render_table(rep: CostReport, depth: int | None = None) -> str:
         out.append("  (no differences)")
     if rep.uncounted:
         out.append("UNCOUNTED ops (no formula, no rule; their FLOPs are NOT in the totals):")
-        out += [
-            f"  {u['op']} x{u['calls']} ({u['phase']}) in {u['module']}" for u in rep.uncounted
-        ]
+        out += [f"  {u['op']} x{u['calls']} ({u['phase']}) in {u['module']}" for u in rep.uncounted]
     else:
         out.append("Uncounted ops: none")
     return "\n".join(out)
