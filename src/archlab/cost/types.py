@@ -64,6 +64,8 @@ class LayerCost:
     symbols: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Tensors saved for backward behind activation_bytes: {name, formula, elements, bytes}.
     saved: list[dict[str, Any]] = field(default_factory=list)
+    # Layer-specific results, e.g. a Transformer's crossover length n* (see the formulas).
+    derived: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
