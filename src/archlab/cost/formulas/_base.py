@@ -213,6 +213,7 @@ class Derivation:
 
     def finish(self, sized: bool) -> LayerCost:
         v = self.values
+        self.config["dtype_bytes"] = self.dtype
         cost = LayerCost(
             layer=self.layer,
             config=self.config,

@@ -138,6 +138,8 @@ def _recurrent(kind: str, input_size: int, hidden_size: int, *, num_layers: int,
     d.flop("x-part + h-part adds", "pointwise", f"B*n*L*{Dm}{adds}")
     d.flop(what if kind != "rnn" else nonlinearity, "pointwise", f"B*n*L*{Dm}{rest}")
 
+    d.notes.append("backward dense = 2 x forward dense, less the input-grad of the step-0 "
+                   "recurrent product (the zero initial state needs no gradient)")  # fmt: skip
     # --- saved for backward by the cell loop ---------------------------------------------------
     d.save("layer-0 input x (n, B, i)", "B*n*i")
     if nl > 1:
