@@ -206,10 +206,13 @@ class Derivation:
 
     def extend(self, other: Derivation, prefix: str = "", times: str = "") -> None:
         """Append another derivation's FLOP/backward/saved terms (optionally x `times`)."""
-        mul = f"{times}*" if times else ""
-        self.flops += [(prefix + n, k, f"{mul}({f})" if mul else f) for n, k, f in other.flops]
-        self.backward += [(prefix + n, f"{mul}({f})" if mul else f) for n, f in other.backward]
-        self.saved += [(prefix + n, f"{mul}({f})" if mul else f, b) for n, f, b in other.saved]
+
+        def scaled(f: str) -> str:
+            return f if not times else f"{times}*({f})" if "+" in f or "-" in f else f"{times}*{f}"
+
+        self.flops += [(prefix + n, k, scaled(f)) for n, k, f in other.flops]
+        self.backward += [(prefix + n, scaled(f)) for n, f in other.backward]
+        self.saved += [(prefix + n, scaled(f), b) for n, f, b in other.saved]
 
     def finish(self, sized: bool) -> LayerCost:
         v = self.values

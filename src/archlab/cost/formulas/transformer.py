@@ -245,7 +245,7 @@ def transformer(d_model: int, heads: int, layers: int, d_ff: int | None = None, 
 
 
 def _paren(f: str) -> str:
-    return f if f.replace("_", "").isalnum() else f"({f})"
+    return f"({f})" if "+" in f or "-" in f else f
 
 
 def crossover(d: Derivation, causal: bool) -> dict:
