@@ -41,6 +41,8 @@ from archlab.errors import ArchlabError
 
 __all__ = ["analyze"]
 
+log = logging.getLogger(__name__)
+
 OUTSIDE = "(outside modules)"
 # Fused kernels whose meta implementation returns an empty workspace tensor.
 _WORKSPACE_OPS = {torch.ops.aten.mkldnn_rnn_layer.default}
@@ -100,6 +102,8 @@ class _RowInfo:
     calls: int = 0
     output_shape: list[int] | None = None
     formulas: list[Any] = field(default_factory=list)
+    formula_input_grad: list[bool] = field(default_factory=list)  # per formula call
+    formula_errors: set[str] = field(default_factory=set)
 
 
 class _Analyzer(TorchDispatchMode):
@@ -137,7 +141,9 @@ class _Analyzer(TorchDispatchMode):
         self.stack.append(_Frame(key, {key: _Acc()}))
         self._mark(key)
 
-    def post_hook(self, mod: nn.Module, args: Any, output: Any) -> None:
+    def post_hook(self, mod: nn.Module, args: Any, *rest: Any) -> None:
+        # (kwargs, output) normally; torch passes (output,) alone when forward raised
+        kwargs, output = (rest[0], rest[1]) if len(rest) == 2 else ({}, rest[-1])
         if self.names.get(id(mod)) is None or self.phase != "forward" or not self.stack:
             return
         frame = self.stack.pop()
@@ -145,8 +151,20 @@ class _Analyzer(TorchDispatchMode):
         first = next((t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)), None)
         if info.output_shape is None and first is not None:
             info.output_shape = list(first.shape)
-        cost = self.module_cost(mod, tuple(args), output) if self.module_cost else None
+        cost = None
+        if self.module_cost is not None:
+            try:
+                cost = self.module_cost(mod, tuple(args), output, kwargs)
+            except Exception as e:  # a formula bug must not hide the measurement: fall back
+                log.warning("no formula for %s: module_cost raised %r", frame.key, e)
+                info.formula_errors.add(f"formula failed ({type(e).__name__}: {e}); measured")
         if cost is not None:  # the formula covers the whole subtree: collapse it into one row
+            # The formula's backward assumes the input needs a gradient (a layer inside a
+            # network). Where no input does (a first layer), autograd skips that product.
+            needs = any(
+                t.requires_grad for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor)
+            )
+            info.formula_input_grad.append(needs)
             merged = _Acc()
             for k, acc in frame.accs.items():
                 merged.add(acc)
@@ -256,12 +274,15 @@ def analyze(
     def conv_input(t):
         if not isinstance(t, torch.Tensor):
             return t
-        t = to(t)
-        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+        # detached (no .grad carried over), then a leaf that needs grad iff the original did
+        c = to(t.detach())
+        if dtype is not None and c.is_floating_point():
+            c = c.to(dtype)
+        return c.requires_grad_(t.requires_grad) if c.is_floating_point() else c
 
     handles = [
         nn_module.register_module_forward_pre_hook(an.pre_hook),
-        nn_module.register_module_forward_hook(an.post_hook, always_call=True),
+        nn_module.register_module_forward_hook(an.post_hook, with_kwargs=True, always_call=True),
     ]
     fcm = FlopCounterMode(display=False)
     # FakeTensorMode logs a traceback before re-raising a shape error; we report it as one line.
@@ -347,10 +368,10 @@ def _build_report(module, an: _Analyzer, fcm_total, inputs, dtype, fake, backwar
             measured_forward_dense=acc.fwd_dense,
             flopcountermode_forward=acc.fcm,
             ops={k: tuple(v) for k, v in acc.ops.items()},
-            notes=sorted(acc.notes),
+            notes=sorted(acc.notes | info.formula_errors),
         )
         if formula:
-            _apply_formula(row, info.formulas, backward)
+            _apply_formula(row, info, backward)
         rows.append(row)
     for name, m in module.named_modules():  # parameters of modules that never ran still count
         own = [p for p in m.parameters(recurse=False) if id(p) not in counted]
@@ -385,20 +406,29 @@ def _build_report(module, an: _Analyzer, fcm_total, inputs, dtype, fake, backwar
     )
 
 
-def _apply_formula(row: LayerRow, formulas: list[Any], backward: bool) -> None:
+def _apply_formula(row: LayerRow, info: _RowInfo, backward: bool) -> None:
     """Replace measured FLOPs with the formula's (summed over calls); keep measured where absent."""
-    for attr, fattr in (
-        ("flops_forward_dense", "flops_forward_dense"),
-        ("flops_forward_pointwise", "flops_forward_pointwise"),
-        ("flops_backward_dense", "flops_backward_dense"),
-    ):
-        values = [getattr(f, fattr, None) for f in formulas]
-        if attr == "flops_backward_dense" and not backward:
-            continue
+    formulas = info.formulas
+    for attr in ("flops_forward_dense", "flops_forward_pointwise", "flops_backward_dense"):
+        if attr == "flops_backward_dense":
+            if not backward:
+                continue
+            formula_bwd = sum(getattr(f, attr) or 0 for f in formulas)
+            if not all(info.formula_input_grad) and formula_bwd != row.flops_backward_dense:
+                row.notes.append(
+                    f"backward dense: measured (autograd skips the input gradient here, no input "
+                    f"needs one); the formula, which assumes it, gives {formula_bwd:,}"
+                )
+                continue
+            if formula_bwd != row.flops_backward_dense:
+                row.notes.append(
+                    f"op-level measurement gives {row.flops_backward_dense:,} dense backward FLOPs"
+                )
+        values = [getattr(f, attr, None) for f in formulas]
         if all(v is not None for v in values):
             setattr(row, attr, int(sum(values)))
         else:
-            row.notes.append(f"{attr}: formula gives none; measured value kept")
+            row.notes.append(f"{attr}: the formula gives none; measured value kept")
     if row.measured_forward_dense != row.flops_forward_dense:
         row.notes.append(
             f"op-level measurement gives {row.measured_forward_dense:,} dense forward FLOPs"
