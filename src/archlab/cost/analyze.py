@@ -346,11 +346,13 @@ def _build_report(module, an: _Analyzer, fcm_total, inputs, dtype, fake, backwar
             continue
         acc = an.done.get(key, _Acc())
         formula = bool(info.formulas)
-        params = 0
+        params = shared = 0
         for p in info.module.parameters(recurse=formula):
             if id(p) not in counted:
                 counted.add(id(p))
                 params += p.numel()
+            else:
+                shared += p.numel()
         row = LayerRow(
             name=key,
             type=type(info.module).__name__,
@@ -359,6 +361,7 @@ def _build_report(module, an: _Analyzer, fcm_total, inputs, dtype, fake, backwar
             calls=info.calls,
             output_shape=info.output_shape,
             params=params,
+            shared_params=shared,
             flops_forward_dense=acc.fwd_dense,
             flops_forward_pointwise=acc.fwd_pw,
             flops_backward_dense=acc.bwd_dense,

@@ -6,9 +6,10 @@ Units: one multiply-add is 1 MAC = **2 FLOPs** (the convention of FlopCounterMod
 * **Dense** ops (matmul, conv, attention products, fused RNN kernels) get exact 2-FLOPs-per-MAC
   formulas from their operand shapes.
 * **Pointwise** ops are counted per element with a documented factor (``POINTWISE_OUT`` per output
-  element, ``REDUCE_IN`` per input element): the number of elementary operations in the op's
-  defining formula, a special function (exp, tanh, erf, ...) counting as 1. These factors are a
-  convention — state it whenever pointwise totals are compared with another tool.
+  element, ``REDUCE_IN`` per input element), the convention of ``archlab.cost.formulas._base``:
+  arithmetic 1, any activation 1, softmax 5, normalisation 5 (+2 affine); backward-only ops count
+  the elementary operations of their defining formula. These factors are a convention — state it
+  whenever pointwise totals are compared with another tool.
 * **Known-zero** ops (views, copies, allocation, indexing, RNG, data movement) cost 0 FLOPs.
 * Anything else is **uncounted**: the caller lists it with its number of calls, never a silent 0.
 
@@ -152,15 +153,19 @@ def _attn_shapes(q, k, v, layout_bhle: bool):
     return prod(bh_q), lq, lk, e, ev
 
 
-def _sdpa_forward(layout_bhle: bool, mask_kw: str | None):
+def _sdpa_forward(layout_bhle: bool, mask_args: tuple[int | str, ...]):
     # softmax(Q K^T * scale + mask) V: QK^T is 2*BH*L*S*E FLOPs, AV is 2*BH*L*S*Ev. The full L x S
     # score matrix is counted even when causal, as the math backend computes it (a fused kernel
-    # may skip masked blocks). Pointwise: scale (1) + softmax (5) per score, + mask add (1).
+    # may skip masked blocks). Pointwise per score: scale (1) + softmax (5), + mask add (1) when
+    # causal or masked — the convention of archlab.cost.formulas (attention).
     def rule(a, kw, out):
         bh, lq, lk, e, ev = _attn_shapes(a[0], a[1], a[2], layout_bhle)
         scores = bh * lq * lk
-        has_mask = mask_kw is not None and kw.get(mask_kw) is not None
-        return 2 * scores * e + 2 * scores * ev, scores * (6 + int(has_mask))
+        masked = False
+        for m in mask_args:  # positional index or keyword name of is_causal / attn_mask / bias
+            v = kw.get(m) if isinstance(m, str) else (a[m] if len(a) > m else None)
+            masked = masked or (v is not None and v is not False)
+        return 2 * scores * e + 2 * scores * ev, scores * (6 + int(masked))
 
     return rule
 
@@ -218,13 +223,17 @@ DENSE_RULES: dict[str, Callable[[tuple, dict, Any], tuple[int, int]]] = {
     "_slow_conv2d_forward": _conv_forward_simple,
     "mkldnn_convolution": _conv_forward_simple,
     "convolution_backward": _convolution_backward,
-    "_scaled_dot_product_flash_attention_for_cpu": _sdpa_forward(True, "attn_mask"),
-    "_scaled_dot_product_flash_attention": _sdpa_forward(True, None),
-    "_scaled_dot_product_efficient_attention": _sdpa_forward(True, None),
-    "_scaled_dot_product_cudnn_attention": _sdpa_forward(True, None),
-    "_scaled_dot_product_fused_attention_overrideable": _sdpa_forward(True, None),
-    "_flash_attention_forward": _sdpa_forward(False, None),
-    "_efficient_attention_forward": _sdpa_forward(False, None),
+    # (q, k, v, dropout_p, is_causal, *, attn_mask, scale)
+    "_scaled_dot_product_flash_attention_for_cpu": _sdpa_forward(
+        True, (4, "is_causal", "attn_mask")
+    ),
+    "_scaled_dot_product_flash_attention": _sdpa_forward(True, (4, "is_causal")),
+    # (q, k, v, attn_bias, compute_log_sumexp, dropout_p, is_causal, ...)
+    "_scaled_dot_product_efficient_attention": _sdpa_forward(True, (3, 6, "is_causal")),
+    "_scaled_dot_product_cudnn_attention": _sdpa_forward(True, (3, 6, "is_causal")),
+    "_scaled_dot_product_fused_attention_overrideable": _sdpa_forward(True, (3, 5, "is_causal")),
+    "_flash_attention_forward": _sdpa_forward(False, (6, "is_causal")),
+    "_efficient_attention_forward": _sdpa_forward(False, (3, "is_causal")),
     "_scaled_dot_product_flash_attention_for_cpu_backward": _sdpa_backward(1, True),
     "_scaled_dot_product_flash_attention_backward": _sdpa_backward(1, True),
     "_scaled_dot_product_efficient_attention_backward": _sdpa_backward(1, True),
@@ -254,14 +263,14 @@ POINTWISE_OUT: dict[str, int] = {
     ),
     # 1 mask multiply (the Bernoulli draw is RNG, not arithmetic).
     "native_dropout": 1,
-    **dict.fromkeys("addcmul addcdiv lerp silu elu hardsigmoid hardswish".split(), 2),
+    # Any activation is 1 per element, as in archlab.cost.formulas (so formula and measured rows
+    # agree); the tanh approximation of GELU too.
+    **dict.fromkeys("gelu silu mish hardsigmoid hardswish elu selu celu softplus".split(), 1),
+    **dict.fromkeys("addcmul addcdiv lerp".split(), 2),
     # g * (1 - y^2) / g * y * (1 - y)
     **dict.fromkeys("tanh_backward sigmoid_backward elu_backward".split(), 3),
-    # 0.5 * x * (1 + erf(x / sqrt 2)); the tanh approximation is 8 (set in count_op)
-    "gelu": 5,
     "gelu_backward": 8,
     "silu_backward": 5,
-    "softplus": 3,
     # max-subtract, exp, sum, divide (+ the max compare): 5 per element
     "_softmax": 5,
     "_log_softmax": 5,
@@ -341,11 +350,6 @@ def count_op(func: Any, args: tuple, kwargs: dict, out: Any) -> OpFlops:
     if name in POINTWISE_OUT:
         n = _out_numel(out)
         factor = POINTWISE_OUT[name]
-        if (
-            name == "gelu"
-            and kwargs.get("approximate", args[1] if len(args) > 1 else "none") != "none"
-        ):
-            factor = 8  # 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))
         if name in _AFFINE_NORMS:
             factor += _affine_terms(name, args)
         return OpFlops(0, factor * n, "pointwise")

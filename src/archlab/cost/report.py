@@ -39,6 +39,7 @@ class LayerRow:
     flops_backward_pointwise: int  # always measured
     activation_bytes: int  # always measured (saved-for-backward tensors, unique storages)
     source: str  # "formula" | "measured" | "not called"
+    shared_params: int = 0  # parameters of this module already counted in an earlier row (tied)
     measured_forward_dense: int = 0  # op-level count, also for formula rows (cross-check)
     flopcountermode_forward: int = 0  # FlopCounterMode's rules on the same ops
     ops: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # op: calls, ours, FCM
@@ -173,6 +174,7 @@ def render_table(rep: CostReport, depth: int | None = None) -> str:
     """The per-layer table; rows deeper than ``depth`` fold into their nearest shown ancestor."""
     by_name = {r.name: r for r in rep.layers}
     shown: dict[str, list[int]] = {}
+    sources: dict[str, set[str]] = {}
     order: list[LayerRow] = []
     for r in rep.layers:
         host = r
@@ -181,8 +183,11 @@ def render_table(rep: CostReport, depth: int | None = None) -> str:
         vals = [r.params] + [getattr(r, k) for k in _TOTAL_FIELDS]
         if host.name not in shown:
             shown[host.name] = [0] * len(vals)
+            sources[host.name] = set()
             order.append(host)
         shown[host.name] = [a + b for a, b in zip(shown[host.name], vals, strict=True)]
+        if r.source != "measured" or r.name == host.name or any(vals):
+            sources[host.name].add(r.source)
     head = ("Layer (type)", "Output shape", "Params", "Fwd dense", "Fwd pointw.", "Bwd dense",
             "Bwd pointw.", "Act. bytes", "Source")  # fmt: skip
     body = []
@@ -191,7 +196,11 @@ def render_table(rep: CostReport, depth: int | None = None) -> str:
         if r.calls > 1:
             label += f" x{r.calls}"
         shape = str(r.output_shape) if r.output_shape is not None else "--"
-        body.append((label, shape, *(_fmt(v) for v in shown[r.name]), r.source))
+        cells = [_fmt(v) for v in shown[r.name]]
+        if shown[r.name][0] == 0 and r.shared_params:
+            cells[0] = "(tied)"
+        src = sources[r.name]
+        body.append((label, shape, *cells, src.pop() if len(src) == 1 else "mixed"))
     widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
 
     def line(cells):
@@ -211,7 +220,8 @@ def render_table(rep: CostReport, depth: int | None = None) -> str:
         f"{rep.flops_backward_pointwise:,}" + ("" if rep.backward else " (backward not run)"),
         f"Activation bytes saved for backward: {rep.activation_bytes:,} ({rep.dtype})",
         "Units: FLOPs = 2 x multiply-adds; bytes = bytes. Fwd/Bwd per row = the module's own ops "
-        "(formula rows: whole subtree; pointwise backward and bytes always measured).",
+        "(formula rows: whole subtree; pointwise backward and bytes always measured). "
+        "(tied) = parameters already counted in an earlier row.",
         rule,
         f"FlopCounterMode forward: {rec['flopcountermode_forward']:,} FLOPs; ours (dense): "
         f"{rec['ours_forward_dense']:,}; difference {rec['difference']:,}, explained "
