@@ -256,9 +256,10 @@ def conv(
         syms[name] = Sym(f"input size[{j}]", size[j] if size else None)
     for j, name in enumerate(sp_out):
         syms[name] = Sym(f"output size[{j}]", out[j] if out else None)
-    cfg = dict(in_channels=Ci, out_channels=Co, kernel_size=kernel_size, stride=stride,
-               padding=padding, dilation=dilation, groups=g, bias=bias, image_size=image_size,
-               batch_size=batch_size)  # fmt: skip
+    # Normalised (tuples per spatial dim), so conv2d(k=3) and a module's (3, 3) read the same.
+    cfg = dict(in_channels=Ci, out_channels=Co, kernel_size=k, stride=s,
+               padding=padding if isinstance(padding, str) else tuple(p // 2 for p in total_pad),
+               dilation=dil, groups=g, bias=bias, image_size=size, batch_size=b)  # fmt: skip
     d = Derivation(f"conv{dims}d", cfg, check_convention(convention), syms, dtype=dtype_bytes(dtype),
                    order=(*sp_out, *ks, "C_in", "C_out", "g"))  # fmt: skip
     cin = "C_in/g" if g > 1 else "C_in"
