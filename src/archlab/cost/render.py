@@ -7,6 +7,9 @@ component (dense / pointwise), backward, the tensors saved for backward, and the
 
 from __future__ import annotations
 
+import sympy
+
+from archlab.cost.symbolic import symbols_for
 from archlab.cost.types import LayerCost
 
 __all__ = ["human", "render_text"]
@@ -46,19 +49,25 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
 
 def render_text(cost: LayerCost) -> str:
     out = [f"{cost.layer} (convention: {cost.convention})"]
-    sym = [f"{k} = {v['meaning']}" + (f" = {v['value']:,}" if v["value"] is not None else "")
-           for k, v in cost.symbols.items()]  # fmt: skip
-    out.append("symbols: " + ", ".join(sym))
+    given = [f"{k} = {v['meaning']} = {v['value']:,}" for k, v in cost.symbols.items() if v["value"] is not None]  # fmt: skip
+    unset = [f"{k} = {v['meaning']}" for k, v in cost.symbols.items() if v["value"] is None]
+    out.append("symbols: " + ", ".join(given))
+    if unset:
+        out.append("         not given: " + ", ".join(unset))
     out += ["", "Parameters"]
     rows = [[t.name, _shape(t.shape), t.formula, "=", _product(t.shape), "=", f"{t.params:,}"]
             for t in cost.terms]  # fmt: skip
     out += _table(rows)
-    for t in cost.terms:
-        if t.note:
+    shown: set[str] = set()
+    for t in cost.terms:  # each distinct note once, under the first term that carries it
+        if t.note and t.note not in shown:
+            shown.add(t.note)
             out.append(f"    {t.name}: {t.note}")
     parts = [f"{t.params:,}" for t in cost.terms]
     total = " + ".join(parts) + " = " if 1 < len(parts) <= 8 else ""
     out.append(f"  total: {total}{cost.params:,} params")
+    if len(cost.terms) > 1:
+        out.append(f"  as one formula: {_one_formula(cost)} = {cost.params:,} params")
     if cost.convention_diffs:
         other = "keras" if cost.convention == "pytorch" else "pytorch"
         delta = sum(
@@ -89,7 +98,13 @@ def render_text(cost: LayerCost) -> str:
                     f"{cost.flops_backward_dense:,}; activations saved: "
                     f"{human(cost.activation_bytes, 'bytes')}"]  # fmt: skip
     else:
-        out += ["", "(give --seq-len / --batch-size / --image-size for FLOPs and memory)"]
+        meanings = {v["meaning"] for v in cost.symbols.values()}
+        opts = ["--seq-len"] if "seq_len" in meanings else []
+        opts += ["--image-size"] if any(m.startswith(("input size", "height", "patches")) for m in meanings) else []  # fmt: skip
+        out += [
+            "",
+            f"(give {' / '.join(opts)} [--batch-size] for FLOPs and activation memory)",
+        ]
     if cost.complexity:
         out += ["", f"Complexity: {cost.complexity}"]
     cross = cost.derived.get("crossover")
@@ -107,6 +122,13 @@ def render_text(cost: LayerCost) -> str:
     if cost.notes:
         out += ["", "Notes"] + [f"  - {n}" for n in cost.notes]
     return "\n".join(out) + "\n"
+
+
+def _one_formula(cost: LayerCost) -> str:
+    """The parameter count as one factored expression in the layer's symbols (seed Part 3)."""
+    syms = symbols_for(tuple(cost.symbols))
+    total = sum(sympy.sympify(t.formula, locals=syms) for t in cost.terms)
+    return str(sympy.factor(total))
 
 
 def _num(x: int | float) -> str:
