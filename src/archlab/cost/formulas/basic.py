@@ -120,18 +120,23 @@ def layernorm(
     d = Derivation("layernorm", cfg, check_convention(convention), dict(
         d=Sym("normalized_shape", D), B=Sym("batch_size", B), n=Sym("seq_len", n)),
         dtype=dtype_bytes(dtype), order=("n", "d"))  # fmt: skip
-    d.flop("normalise (mean, var, (x-mean)/std)", "pointwise", f"{NORM_FLOPS}*B*n*d")
-    if elementwise_affine:
-        d.param("weight", (D,), "d", "gamma")
-        if bias:
-            d.param("bias", (D,), "d", "beta")
-        d.flop("affine gamma*x_hat + beta" if bias else "scale gamma*x_hat", "pointwise",
-               f"{AFFINE_FLOPS if bias else 1}*B*n*d")  # fmt: skip
-    acc = max(d.dtype, 4)  # statistics are kept in float32 (or the input's wider type)
-    d.save("input x (B, n, d)", "B*n*d")
-    d.save("mean (B, n, 1)", "B*n", acc)
-    d.save("rstd (B, n, 1)", "B*n", acc)
+    add_layernorm(d, elementwise_affine, bias)
     return d.finish(sized)
+
+
+def add_layernorm(d: Derivation, affine: bool, bias: bool, prefix: str = "") -> None:
+    """LayerNorm terms into `d` (symbols d, B, n); shared with the Transformer block."""
+    d.flop(f"{prefix}normalise (mean, var, (x-mean)/std)", "pointwise", f"{NORM_FLOPS}*B*n*d")
+    if affine:
+        d.param(f"{prefix}weight", (d.symbols["d"].value,), "d", "gamma")
+        if bias:
+            d.param(f"{prefix}bias", (d.symbols["d"].value,), "d", "beta")
+        d.flop(f"{prefix}affine gamma*x_hat + beta" if bias else f"{prefix}scale gamma*x_hat",
+               "pointwise", f"{AFFINE_FLOPS if bias else 1}*B*n*d")  # fmt: skip
+    acc = max(d.dtype, 4)  # statistics are kept in float32 (or the input's wider type)
+    d.save(f"{prefix}input x (B, n, d)", "B*n*d")
+    d.save(f"{prefix}mean (B, n, 1)", "B*n", acc)
+    d.save(f"{prefix}rstd (B, n, 1)", "B*n", acc)
 
 
 def batchnorm(
