@@ -83,8 +83,12 @@ def render_text(cost: LayerCost) -> str:
         out += ["", "Forward FLOPs per component (1 multiply-add = 2 FLOPs)"]
         rows = [[f.kind, f.name, f.formula, "=", f"{f.flops:,}"] for f in cost.flops]
         out += _table(rows)
-        out.append(f"  forward dense:     {human(cost.flops_forward_dense, 'FLOPs')}")
-        out.append(f"  forward pointwise: {human(cost.flops_forward_pointwise, 'FLOPs')}")
+        for kind in ("dense", "pointwise"):
+            total = getattr(cost, f"flops_forward_{kind}")
+            formula = _factored(cost, [f.formula for f in cost.flops if f.kind == kind])
+            out.append(
+                f"  forward {kind}:{' ' * (10 - len(kind))}{formula} = {human(total, 'FLOPs')}"
+            )
         out.append(f"  backward dense:    {human(cost.flops_backward_dense, 'FLOPs')}"
                    "  (grad wrt inputs + grad wrt weights; the input requires grad)")  # fmt: skip
         out += ["", f"Activations saved for backward ({cost.config.get('dtype_bytes', 4)} bytes per element)"]  # fmt: skip
@@ -126,9 +130,12 @@ def render_text(cost: LayerCost) -> str:
 
 def _one_formula(cost: LayerCost) -> str:
     """The parameter count as one factored expression in the layer's symbols (seed Part 3)."""
+    return _factored(cost, [t.formula for t in cost.terms])
+
+
+def _factored(cost: LayerCost, formulas: list[str]) -> str:
     syms = symbols_for(tuple(cost.symbols))
-    total = sum(sympy.sympify(t.formula, locals=syms) for t in cost.terms)
-    return str(sympy.factor(total))
+    return str(sympy.factor(sum(sympy.sympify(f, locals=syms) for f in formulas)))
 
 
 def _num(x: int | float) -> str:

@@ -42,7 +42,7 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 # Pointwise FLOPs per hidden unit per step, besides the bias adds (see the equations above):
 # the x-part + h-part add of every gate, then the gate maths.
 POINTWISE = {
-    "rnn": ("1*h", "nonlinearity", "1*h"),
+    "rnn": ("h", "nonlinearity", "h"),
     "lstm": ("4*h", "3 sigmoid + tanh(g), c = f*c + i*g, tanh(c), o*tanh(c)", "9*h"),
     "gru": ("2*h", "2 sigmoid, r*(h W_hn + b_hn) + x-part, tanh, (1-z)*n + z*h", "9*h"),
 }
