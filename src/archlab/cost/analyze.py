@@ -19,33 +19,25 @@ How it counts (one forward + one backward pass, shapes only):
 
 from __future__ import annotations
 
-import bisect
 import importlib
 import logging
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
 from torch.nn.modules import module as nn_module
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
-from torch.utils.flop_counter import FlopCounterMode, flop_registry
+from torch.utils.flop_counter import FlopCounterMode
 
-from archlab.cost.opcount import count_op, op_name
 from archlab.cost.report import CostReport, LayerRow, reconcile
+from archlab.cost.tracker import OUTSIDE, ModuleCallTracker, RowCounts, RowInfo
 from archlab.errors import ArchlabError
 
 __all__ = ["analyze"]
 
-log = logging.getLogger(__name__)
 
-OUTSIDE = "(outside modules)"
-# Fused kernels whose meta implementation returns an empty workspace tensor.
-_WORKSPACE_OPS = {torch.ops.aten.mkldnn_rnn_layer.default}
 _DATA_DEPENDENT = (
     torch._subclasses.fake_tensor.DataDependentOutputException,
     torch._subclasses.fake_tensor.DynamicOutputShapeException,
@@ -58,180 +50,6 @@ def _module_cost_fn() -> Callable[..., Any] | None:
         return importlib.import_module("archlab.cost.layers").module_cost
     except (ImportError, AttributeError):
         return None
-
-
-@dataclass
-class _Acc:
-    """Counts of one row while the pass runs."""
-
-    fwd_dense: int = 0
-    fwd_pw: int = 0
-    bwd_dense: int = 0
-    bwd_pw: int = 0
-    act_bytes: int = 0
-    fcm: int = 0  # what FlopCounterMode's rules give for the same forward ops
-    ops: dict[str, list[int]] = field(default_factory=dict)  # op -> [calls, dense, fcm] (fwd)
-    uncounted: Counter = field(default_factory=Counter)  # (op, phase) -> calls
-    notes: set[str] = field(default_factory=set)
-
-    def add(self, o: _Acc) -> None:
-        self.fwd_dense += o.fwd_dense
-        self.fwd_pw += o.fwd_pw
-        self.bwd_dense += o.bwd_dense
-        self.bwd_pw += o.bwd_pw
-        self.act_bytes += o.act_bytes
-        self.fcm += o.fcm
-        for k, (c, d, f) in o.ops.items():
-            r = self.ops.setdefault(k, [0, 0, 0])
-            r[0], r[1], r[2] = r[0] + c, r[1] + d, r[2] + f
-        self.uncounted.update(o.uncounted)
-        self.notes |= o.notes
-
-
-@dataclass
-class _Frame:
-    key: str
-    accs: dict[str, _Acc]  # this call and its descendants, merged into the parent on exit
-
-
-@dataclass
-class _RowInfo:
-    module: nn.Module
-    depth: int
-    parent: str | None
-    calls: int = 0
-    output_shape: list[int] | None = None
-    formulas: list[Any] = field(default_factory=list)
-    formula_input_grad: list[bool] = field(default_factory=list)  # per formula call
-    formula_errors: set[str] = field(default_factory=set)
-
-
-class _Analyzer(TorchDispatchMode):
-    """Counts ops, attributes them to module calls, and records saved-tensor bytes."""
-
-    def __init__(self, root: nn.Module, module_cost: Callable[..., Any] | None, fake: bool) -> None:
-        super().__init__()
-        self.fake = fake
-        self.names = {id(m): n for n, m in root.named_modules(remove_duplicate=False)}
-        self.module_cost = module_cost
-        self.stack: list[_Frame] = []
-        self.done: dict[str, _Acc] = {}  # forward results, after the root call returns
-        self.info: dict[str, _RowInfo] = {}  # in first-call order
-        self.absorbed: dict[str, str] = {}  # child -> formula module that covers it
-        self.bounds: list[int] = []  # autograd sequence numbers where the owning call changes
-        self.bound_keys: list[str | None] = []
-        self.phase = "forward"
-        self.seen_storages: set[int] = set()
-        self.param_storages: set[int] = set()
-
-    # --- module tracking (global hooks; they ignore modules outside `root`) ---------------------
-    def _mark(self, key: str | None) -> None:
-        self.bounds.append(torch._C._autograd._get_sequence_nr())
-        self.bound_keys.append(key)
-
-    def pre_hook(self, mod: nn.Module, args: Any) -> None:
-        name = self.names.get(id(mod))
-        if name is None or self.phase != "forward":
-            return
-        key = name or type(mod).__name__
-        if key not in self.info:
-            parent = self.stack[-1].key if self.stack else None
-            self.info[key] = _RowInfo(mod, len(self.stack), parent)
-        self.info[key].calls += 1
-        self.stack.append(_Frame(key, {key: _Acc()}))
-        self._mark(key)
-
-    def post_hook(self, mod: nn.Module, args: Any, *rest: Any) -> None:
-        # (kwargs, output) normally; torch passes (output,) alone when forward raised
-        kwargs, output = (rest[0], rest[1]) if len(rest) == 2 else ({}, rest[-1])
-        if self.names.get(id(mod)) is None or self.phase != "forward" or not self.stack:
-            return
-        frame = self.stack.pop()
-        info = self.info[frame.key]
-        first = next((t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)), None)
-        if info.output_shape is None and first is not None:
-            info.output_shape = list(first.shape)
-        cost = None
-        if self.module_cost is not None:
-            try:
-                cost = self.module_cost(mod, tuple(args), output, kwargs)
-            except Exception as e:  # a formula bug must not hide the measurement: fall back
-                log.warning("no formula for %s: module_cost raised %r", frame.key, e)
-                info.formula_errors.add(f"formula failed ({type(e).__name__}: {e}); measured")
-        if cost is not None:  # the formula covers the whole subtree: collapse it into one row
-            # The formula's backward assumes the input needs a gradient (a layer inside a
-            # network). Where no input does (a first layer), autograd skips that product.
-            needs = any(
-                t.requires_grad for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor)
-            )
-            info.formula_input_grad.append(needs)
-            merged = _Acc()
-            for k, acc in frame.accs.items():
-                merged.add(acc)
-                if k != frame.key:
-                    self.absorbed[k] = frame.key
-            merged.uncounted.clear()  # ops inside a formula module are covered by the formula
-            frame.accs = {frame.key: merged}
-            info.formulas.append(cost)
-        target = self.stack[-1].accs if self.stack else self.done
-        for k, acc in frame.accs.items():
-            target.setdefault(k, _Acc()).add(acc)
-        self._mark(self.stack[-1].key if self.stack else None)
-
-    def owner(self, key: str) -> str:
-        while key in self.absorbed:
-            key = self.absorbed[key]
-        return key
-
-    # --- op counting ------------------------------------------------------------------------------
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if self.phase == "forward":
-            if not self.stack:
-                return out  # the harness (loss), not the model
-            key = self.stack[-1].key
-            acc = self.stack[-1].accs[key]
-        else:
-            node = torch._C._current_autograd_node()
-            key = None
-            if node is not None:
-                i = bisect.bisect_right(self.bounds, node._sequence_nr()) - 1
-                key = self.bound_keys[i] if i >= 0 else None
-            key = self.owner(key) if key is not None else OUTSIDE
-            acc = self.done.setdefault(key, _Acc())
-        c = count_op(func, args, kwargs, out)
-        if self.fake and func in _WORKSPACE_OPS:
-            acc.notes.add(
-                f"aten.{op_name(func)}: its workspace (saved for backward) is empty under "
-                "fake tensors, so activation bytes exclude it"
-            )
-        if c.status == "uncounted":
-            acc.uncounted[(f"aten.{op_name(func)}", self.phase)] += 1
-        elif self.phase == "forward":
-            acc.fwd_dense += c.dense
-            acc.fwd_pw += c.pointwise
-            fcm = 0
-            rule = flop_registry.get(func._overloadpacket)
-            if rule is not None:
-                fcm = int(rule(*args, **kwargs, out_val=out))
-            acc.fcm += fcm
-            if c.dense or fcm:
-                r = acc.ops.setdefault(op_name(func), [0, 0, 0])
-                r[0], r[1], r[2] = r[0] + 1, r[1] + c.dense, r[2] + fcm
-        else:
-            acc.bwd_dense += c.dense
-            acc.bwd_pw += c.pointwise
-        return out
-
-    def pack(self, t: torch.Tensor) -> torch.Tensor:
-        if self.phase == "forward" and self.stack:
-            sid = t.untyped_storage()._cdata
-            if sid not in self.seen_storages and sid not in self.param_storages:
-                self.seen_storages.add(sid)
-                frame = self.stack[-1]
-                frame.accs[frame.key].act_bytes += t.untyped_storage().nbytes()
-        return t
 
 
 def _copy_state(module: nn.Module, to: Callable[[torch.Tensor], torch.Tensor], dtype) -> dict:
@@ -267,7 +85,7 @@ def analyze(
     if not isinstance(module, nn.Module):
         raise ArchlabError(f"analyze needs an nn.Module, got {type(module).__name__}")
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    an = _Analyzer(module, _module_cost_fn(), fake)
+    an = ModuleCallTracker(module, _module_cost_fn(), fake)
     mode = torch._subclasses.fake_tensor.FakeTensorMode() if fake else None
     to = mode.from_tensor if mode is not None else (lambda t: t.detach().clone())
 
@@ -338,13 +156,15 @@ class _null:
         return False
 
 
-def _build_report(module, an: _Analyzer, fcm_total, inputs, dtype, fake, backward) -> CostReport:
+def _build_report(
+    module, an: ModuleCallTracker, fcm_total, inputs, dtype, fake, backward
+) -> CostReport:
     counted: set[int] = set()
     rows: list[LayerRow] = []
     for key, info in an.info.items():
         if key in an.absorbed:
             continue
-        acc = an.done.get(key, _Acc())
+        acc = an.done.get(key, RowCounts())
         formula = bool(info.formulas)
         params = shared = 0
         for p in info.module.parameters(recurse=formula):
@@ -409,7 +229,7 @@ def _build_report(module, an: _Analyzer, fcm_total, inputs, dtype, fake, backwar
     )
 
 
-def _apply_formula(row: LayerRow, info: _RowInfo, backward: bool) -> None:
+def _apply_formula(row: LayerRow, info: RowInfo, backward: bool) -> None:
     """Replace measured FLOPs with the formula's (summed over calls); keep measured where absent."""
     formulas = info.formulas
     for attr in ("flops_forward_dense", "flops_forward_pointwise", "flops_backward_dense"):
