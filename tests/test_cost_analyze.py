@@ -168,6 +168,33 @@ def test_formula_rows_lstm_and_encoder_layer():
     assert rep.params == sum(p.numel() for p in enc.parameters())
 
 
+class _Twice(nn.Module):
+    """One Linear applied twice (weight sharing across calls) and a dict output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"y": self.fc(torch.relu(self.fc(x)))}  # (B, 8)
+
+
+def test_module_called_twice_and_custom_loss(op_level_only):
+    m, x = _Twice(), torch.randn(4, 8, requires_grad=True)
+    with FlopCounterMode(display=False) as fwd:
+        out = m(x)
+    with FlopCounterMode(display=False) as bwd:
+        out["y"].pow(2).mean().backward()
+    rep = analyze(m, x, loss_fn=lambda o: o["y"].pow(2).mean())
+    (fc,) = (r for r in rep.layers if r.name == "fc")
+    assert fc.calls == 2 and fc.params == rep.params == 72
+    assert rep.flops_forward_dense == fwd.get_total_flops() == 2 * (2 * 4 * 8 * 8)
+    assert rep.flops_backward_dense == bwd.get_total_flops()
+    # the loss is not the model: its pointwise ops (pow, mean) are in no row
+    assert rep.flops_forward_pointwise == 2 * 4 * 8 + 4 * 8  # 2 bias adds + 1 relu
+    assert analyze(m, x, backward=False).flops_backward_dense == 0
+
+
 def test_uncounted_op_is_listed_never_silent(op_level_only):
     rep = analyze(CumprodNet(), torch.randn(3, 8))
     ops = {(u["op"], u["phase"]) for u in rep.uncounted}
@@ -312,6 +339,12 @@ def test_cli_table(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "lstm (LSTM)" in out and "Total params: 6,082" in out and "in [0, 50)" in out
+    assert main(["cost", "model", "tests.fixtures_models:mlp", "--input-shape", "3x12",
+                 "--no-backward", "--json"]) == 0  # fmt: skip
+    d = json.loads(capsys.readouterr().out)
+    assert d["flops_backward_dense"] == 0 and d["flops_forward_dense"] == 2 * 3 * (
+        12 * 32 + 32 * 32 + 32 * 5
+    )
 
 
 BAD_ARGS = [
@@ -338,5 +371,5 @@ def test_cli_bad_input_exits_2_with_one_line(args, capsys):
 
 
 def test_cli_bad_input_subprocess_one_line(cli):
-    r = cli("cost", "model", *BAD_ARGS[6])  # fake-tensor shape error: no logged traceback either
+    r = cli("cost", "model", *BAD_ARGS[0])
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
