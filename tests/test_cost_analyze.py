@@ -190,8 +190,9 @@ def test_module_called_twice_and_custom_loss(op_level_only):
     assert fc.calls == 2 and fc.params == rep.params == 72
     assert rep.flops_forward_dense == fwd.get_total_flops() == 2 * (2 * 4 * 8 * 8)
     assert rep.flops_backward_dense == bwd.get_total_flops()
-    # the loss is not the model: its pointwise ops (pow, mean) are in no row
+    # the loss is not the model: its pointwise ops (pow, mean) and their backward are in no row
     assert rep.flops_forward_pointwise == 2 * 4 * 8 + 4 * 8  # 2 bias adds + 1 relu
+    assert [r.name for r in rep.layers] == ["_Twice", "fc"]
     assert analyze(m, x, backward=False).flops_backward_dense == 0
 
 

@@ -79,7 +79,8 @@ def analyze(
 
     ``example_inputs`` is a tensor or a tuple of positional arguments. ``dtype`` casts floating
     parameters and inputs (for activation bytes at another precision). ``backward`` runs one
-    backward pass of ``loss_fn(output)`` (default: the sum of every floating output). ``fake=False``
+    backward pass of ``loss_fn(output)`` (default: the sum of every floating output); the loss is
+    not the model, so its own forward and backward ops are not counted. ``fake=False``
     runs real arithmetic (needed only for models with data-dependent control flow).
     """
     if not isinstance(module, nn.Module):

@@ -100,6 +100,7 @@ class ModuleCallTracker(TorchDispatchMode):
         self.phase = "forward"
         self.seen_storages: set[int] = set()
         self.param_storages: set[int] = set()
+        self.keep_alive: list[Any] = []
 
     # --- module tracking (global hooks; they ignore modules outside `root`) ---------------------
     def _mark(self, key: str | None) -> None:
@@ -171,11 +172,14 @@ class ModuleCallTracker(TorchDispatchMode):
             acc = self.stack[-1].accs[key]
         else:
             node = torch._C._current_autograd_node()
-            key = None
-            if node is not None:
+            if node is None:  # engine work outside any node (rare): reported, not dropped
+                key = OUTSIDE
+            else:
                 i = bisect.bisect_right(self.bounds, node._sequence_nr()) - 1
                 key = self.bound_keys[i] if i >= 0 else None
-            key = self.owner(key) if key is not None else OUTSIDE
+                if key is None:
+                    return out  # a node of the harness (the loss), not of the model
+                key = self.owner(key)
             acc = self.done.setdefault(key, RowCounts())
         c = count_op(func, args, kwargs, out)
         if self.fake and func in _WORKSPACE_OPS:
@@ -206,6 +210,7 @@ class ModuleCallTracker(TorchDispatchMode):
             sid = t.untyped_storage()._cdata
             if sid not in self.seen_storages and sid not in self.param_storages:
                 self.seen_storages.add(sid)
+                self.keep_alive.append(t.untyped_storage())  # so no later storage reuses the id
                 frame = self.stack[-1]
                 frame.accs[frame.key].act_bytes += t.untyped_storage().nbytes()
         return t
