@@ -196,6 +196,23 @@ def test_module_called_twice_and_custom_loss(op_level_only):
     assert analyze(m, x, backward=False).flops_backward_dense == 0
 
 
+class _PlainTensorAttr(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.scale = torch.full((4,), 2.0)  # a plain attribute, neither parameter nor buffer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) * self.scale  # (B, 4)
+
+
+def test_plain_tensor_attributes_work_under_fake_tensors(op_level_only):
+    m = _PlainTensorAttr()
+    rep = analyze(m, torch.randn(2, 4))
+    assert (rep.flops_forward_dense, rep.flops_forward_pointwise) == (2 * 2 * 4 * 4, 2 * 2 * 4)
+    assert torch.equal(m.scale, torch.full((4,), 2.0))
+
+
 def test_uncounted_op_is_listed_never_silent(op_level_only):
     rep = analyze(CumprodNet(), torch.randn(3, 8))
     ops = {(u["op"], u["phase"]) for u in rep.uncounted}

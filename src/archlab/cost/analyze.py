@@ -87,7 +87,9 @@ def analyze(
         raise ArchlabError(f"analyze needs an nn.Module, got {type(module).__name__}")
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     an = ModuleCallTracker(module, _module_cost_fn(), fake)
-    mode = torch._subclasses.fake_tensor.FakeTensorMode() if fake else None
+    mode = (
+        torch._subclasses.fake_tensor.FakeTensorMode(allow_non_fake_inputs=True) if fake else None
+    )
     to = mode.from_tensor if mode is not None else (lambda t: t.detach().clone())
 
     def conv_input(t):
