@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from archlab import cli
@@ -344,6 +345,106 @@ def test_patch_embed_is_a_strided_conv(C, d, p, k, B):
     m = nn.Conv2d(C, d, p, stride=p)
     x = torch.randn(B, C, p * k, p * k, requires_grad=True)
     check(L.patch_embed(C, d, p, image_size=p * k, batch_size=B), lambda: m(x), m, params=numel(m))
+
+
+# --- pointwise FLOPs: the documented per-op counts, applied op by op ---------------------------
+
+aten = torch.ops.aten
+
+
+class PointwiseCounter(TorchDispatchMode):
+    """Counts pointwise FLOPs of every aten op by the convention in archlab.cost.formulas._base:
+    1 per output element for add/sub/mul/rsub and each activation, the bias add fused into addmm,
+    5 (+2 affine) per element for native layer/batch norm. Fails on any op it does not know."""
+
+    ONE = {aten.add, aten.sub, aten.mul, aten.rsub, aten.tanh, aten.sigmoid, aten.relu, aten.gelu, aten.silu}  # fmt: skip
+    FREE = {aten.t, aten.view, aten.mm, aten.unsafe_split, aten.split, aten.split_with_sizes,
+            aten.stack, aten.cat, aten.new_zeros, aten.select, aten.empty, aten.zeros,
+            aten.unbind, aten.slice, aten.detach, aten._unsafe_view, aten.add_, aten.bmm,
+            aten.transpose, aten.clone, aten.expand, aten.unsqueeze, aten.permute}  # fmt: skip
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        op = func.overloadpacket
+        if op is aten.addmm:
+            self.flops += out.numel()  # the bias add fused into the matmul
+        elif op is aten.native_layer_norm:
+            weight, bias = args[2], args[3]
+            self.flops += out[0].numel() * (5 + (2 if bias is not None else 1 if weight is not None else 0))  # fmt: skip
+        elif op is aten.native_batch_norm:
+            self.flops += out[0].numel() * (5 + (2 if args[1] is not None else 0))
+        elif op is aten._softmax:
+            self.flops += 5 * out.numel()  # max, subtract, exp, sum, divide
+        elif op in self.ONE:
+            self.flops += out.numel()
+        else:
+            assert op in self.FREE, f"unclassified op {func}"
+        return out
+
+
+def pointwise(forward) -> int:
+    with torch.no_grad(), PointwiseCounter() as counter:
+        forward()
+    return counter.flops
+
+
+@FAST
+@given(**recurrent_cfg, kind=st.sampled_from(["rnn", "gru", "lstm"]), proj=st.integers(0, 1))
+def test_pointwise_flops_recurrent(i, h, layers, bias, bi, B, n, kind, proj):
+    common = dict(num_layers=layers, bias=bias, bidirectional=bi)
+    p = proj * (h - 1) if kind == "lstm" else 0
+    m = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[kind](i, h, **common, **({"proj_size": p} if p else {}))  # fmt: skip
+    cost = getattr(L, kind)(i, h, batch_size=B, seq_len=n, **common, **({"proj_size": p} if p else {}))  # fmt: skip
+    x = torch.randn(n, B, i)
+    assert cost.flops_forward_pointwise == pointwise(lambda: cell_loop(m, x))
+
+
+@FAST
+@given(d=small, dff=small, act=st.sampled_from(["relu", "gelu", "tanh", "sigmoid", "silu"]),
+       bias=st.booleans(), B=st.integers(2, 4), n=small)  # fmt: skip
+def test_pointwise_flops_ffn_linear_norms(d, dff, act, bias, B, n):
+    x = torch.randn(B, n, d)
+    mods = (reference_ffn(d, dff, act, bias), nn.Linear(d, dff, bias=bias),
+            nn.LayerNorm(d, elementwise_affine=bias), nn.BatchNorm1d(d, affine=bias))  # fmt: skip
+    costs = (L.ffn(d, dff, activation=act, bias=bias, batch_size=B, seq_len=n),
+             L.linear(d, dff, bias=bias, batch_size=B, seq_len=n),
+             L.layernorm(d, elementwise_affine=bias, batch_size=B, seq_len=n),
+             L.batchnorm(d, dims=1, affine=bias, batch_size=B, seq_len=n))  # fmt: skip
+    inputs = (x, x, x, x.transpose(1, 2))
+    for m, cost, inp in zip(mods, costs, inputs, strict=True):
+        assert cost.flops_forward_pointwise == pointwise(lambda m=m, inp=inp: m(inp)), cost.layer
+
+
+def textbook_attention(m: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """softmax(Q Kᵀ / sqrt(d_k) + mask) V with m's weights (Vaswani et al. eq. 1), x: (B, n, d)."""
+    B, n, d = x.shape
+    H = m.num_heads
+    q, k, v = F.linear(x, m.in_proj_weight, m.in_proj_bias).chunk(3, -1)  # (B, n, d) each
+    q, k, v = (t.reshape(B, n, H, d // H).transpose(1, 2) for t in (q, k, v))  # (B, H, n, d/H)
+    scores = (q @ k.transpose(-2, -1)) * (d // H) ** -0.5  # (B, H, n, n)
+    if mask is not None:
+        scores = scores + mask  # (n, n) additive -inf above the diagonal
+    ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, n, d)  # (B, n, d)
+    return F.linear(ctx, m.out_proj.weight, m.out_proj.bias)
+
+
+@FAST
+@given(**attn_cfg)
+def test_pointwise_flops_attention(dh, H, B, n, bias, causal):
+    """Our scale is 1 FLOP per score (QKᵀ/√d_k); the math SDPA kernel instead scales q and k by
+    d_k^-1/4 each (2·B·n·d multiplies) — same maths, so the oracle is the textbook form."""
+    d = dh * H
+    m = nn.MultiheadAttention(d, H, bias=bias, batch_first=True)
+    x = torch.randn(B, n, d)
+    mask = nn.Transformer.generate_square_subsequent_mask(n) if causal else None
+    with torch.no_grad():
+        torch.testing.assert_close(textbook_attention(m, x, mask), _mha_forward(m, x, causal)())
+    cost = L.attention(d, H, bias=bias, causal=causal, batch_size=B, seq_len=n)
+    assert cost.flops_forward_pointwise == pointwise(lambda: textbook_attention(m, x, mask))
 
 
 # --- module_cost on real modules -----------------------------------------------------------------
