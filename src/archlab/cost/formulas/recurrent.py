@@ -11,9 +11,10 @@ Equations and parameter shapes are the PyTorch docs' (torch.nn.RNN / LSTM / GRU)
 Layer 0 reads input_size features; layer l > 0 reads D·P (D = 2 if bidirectional, P = proj_size
 or hidden_size). PyTorch keeps two bias vectors per layer and direction, b_ih and b_hh, although
 one would do (their sum is what matters). Keras (keras.io/api/layers/recurrent_layers) keeps one:
-SimpleRNN and LSTM a ``bias`` of (units,) / (4·units,); GRU with the default ``reset_after=True``
-a bias of shape (2, 3·units) — the same count as PyTorch's pair — and with ``reset_after=False``
-one (3·units,). Keras has no LSTM projection.
+SimpleRNN and LSTM a ``bias`` of (units,) / (4·units,); GRU with ``reset_after=True`` (the default
+since TF 2 / Keras 2.3; its docs: "separate biases for kernel and recurrent_kernel", the CuDNN
+variant) a bias of shape (2, 3·units) — the same count as PyTorch's pair — and with
+``reset_after=False`` (the TF 1 default) one (3·units,). Keras has no LSTM projection.
 
 Backward (dense): every product costs 2 x forward (grad wrt its input and wrt its weight), except
 that the recurrent product at step 0 acts on the zero initial state, which needs no gradient: one
