@@ -540,6 +540,72 @@ def test_cli_json(capsys):
     assert data["params"] == 1792 and data["flops_forward_dense"] is None
 
 
+EVERY_LAYER = {
+    "linear": ("--in-features 5 --out-features 3 --seq-len 4", lambda: L.linear(5, 3, seq_len=4)),
+    "embedding": (
+        "--num-embeddings 9 --embedding-dim 4 --seq-len 3",
+        lambda: L.embedding(9, 4, seq_len=3),
+    ),  # fmt: skip
+    "rnn": (
+        "--input-size 3 --hidden-size 4 --num-layers 2 --seq-len 5",
+        lambda: L.rnn(3, 4, num_layers=2, seq_len=5),
+    ),  # fmt: skip
+    "lstm": (
+        "--input-size 3 --hidden-size 4 --proj-size 2 --bidirectional --seq-len 5",
+        lambda: L.lstm(3, 4, proj_size=2, bidirectional=True, seq_len=5),
+    ),  # fmt: skip
+    "gru": (
+        "--input-size 3 --hidden-size 4 --convention keras --no-reset-after",
+        lambda: L.gru(3, 4, convention="keras", reset_after=False),
+    ),  # fmt: skip
+    "conv1d": (
+        "--in-channels 4 --out-channels 6 --kernel-size 3 --groups 2 --image-size 9",
+        lambda: L.conv1d(4, 6, 3, groups=2, image_size=9),
+    ),  # fmt: skip
+    "conv2d": (
+        "--in-channels 3 --out-channels 4 --kernel-size 3x5 --padding same --image-size 8x9",
+        lambda: L.conv2d(3, 4, (3, 5), padding="same", image_size=(8, 9)),
+    ),  # fmt: skip
+    "layernorm": (
+        "--normalized-shape 8 --seq-len 3 --dtype bfloat16",
+        lambda: L.layernorm(8, seq_len=3, dtype=2),
+    ),  # fmt: skip
+    "batchnorm": (
+        "--num-features 8 --image-size 4 --batch-size 2 --convention keras",
+        lambda: L.batchnorm(8, image_size=4, batch_size=2, convention="keras"),
+    ),  # fmt: skip
+    "attention": (
+        "--d-model 8 --heads 2 --seq-len 3 --no-bias",
+        lambda: L.attention(8, 2, seq_len=3, bias=False),
+    ),  # fmt: skip
+    "ffn": (
+        "--d-model 8 --d-ff 12 --activation gelu --seq-len 3",
+        lambda: L.ffn(8, 12, activation="gelu", seq_len=3),
+    ),  # fmt: skip
+    "transformer-block": (
+        "--d-model 8 --heads 2 --norm-first --seq-len 3",
+        lambda: L.transformer_block(8, 2, norm_first=True, seq_len=3),
+    ),  # fmt: skip
+    "transformer": (
+        "--d-model 8 --heads 2 --layers 3 --final-norm --causal --seq-len 3",
+        lambda: L.transformer(8, 2, 3, final_norm=True, causal=True, seq_len=3),
+    ),  # fmt: skip
+    "patch-embed": (
+        "--in-channels 3 --d-model 8 --patch-size 4 --image-size 16",
+        lambda: L.patch_embed(3, 8, 4, image_size=16),
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("layer", EVERY_LAYER)
+def test_cli_every_layer_maps_options_onto_the_formula(layer, capsys):
+    argv, expected = EVERY_LAYER[layer]
+    assert cli.main(["cost", layer, *argv.split(), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(expected().to_json()))
+    assert cli.main(["cost", layer, *argv.split()]) == 0
+    assert f"{expected().params:,} params" in capsys.readouterr().out
+
+
 BAD = [
     ("cost conv2d --in-channels 3 --out-channels 8 --kernel-size 5 --image-size 4", "kernel_size"),
     (
