@@ -662,6 +662,18 @@ def test_unsized_costs_keep_params_and_drop_flops():
         assert c.flops_forward_dense is None and c.activation_bytes is None and c.flops == []
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_activation_bytes_follow_the_dtype(dtype):
+    x = torch.randn(2, 3, 8, dtype=dtype, requires_grad=True)
+    for m, cost, inp in (
+        (nn.LayerNorm(8), L.layernorm(8, batch_size=2, seq_len=3, dtype=str(dtype)), x),
+        (nn.BatchNorm1d(8), L.batchnorm(8, dims=1, batch_size=2, seq_len=3, dtype=str(dtype)), x.transpose(1, 2)),  # fmt: skip
+        (nn.Linear(8, 4), L.linear(8, 4, batch_size=2, seq_len=3, dtype=str(dtype)), x),
+    ):  # fmt: skip
+        m = m.to(dtype)
+        assert cost.activation_bytes == measure(lambda m=m, inp=inp: m(inp), m)[2]
+
+
 def test_dtype_scales_activation_bytes():
     f32, bf16 = (L.attention(16, 2, seq_len=8, dtype=dt) for dt in ("float32", "bfloat16"))
     assert f32.activation_bytes == 2 * bf16.activation_bytes

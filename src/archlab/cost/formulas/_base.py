@@ -19,8 +19,8 @@ Conventions (units are named everywhere; see also :mod:`archlab.cost.types`):
   **2 × forward**. Exceptions are spelled out where they occur (the recurrent product at step 0
   acts on the constant zero initial state; an embedding's backward is a scatter-add, not dense).
 * *Activation bytes*: tensors autograd saves for backward, excluding parameters and buffers,
-  at ``dtype`` bytes per element (integer indices at 8 bytes; norm statistics in float32 or
-  wider). Counted for the unfused reference each formula names, dropout off.
+  at ``dtype`` bytes per element (integer indices at 8 bytes). Counted for the unfused
+  reference each formula names, on the CPU kernels, dropout off.
 """
 
 from __future__ import annotations
