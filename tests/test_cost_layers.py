@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from archlab import cli
@@ -321,7 +322,7 @@ def test_ffn(d, dff, act, bias, B, n):
     check(cost, lambda: m(x), m, params=numel(m))
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(**attn_cfg, dff=st.integers(1, 8), layers=st.integers(1, 3), norm_first=st.booleans(),
        final=st.booleans(), gelu=st.booleans())  # fmt: skip
 def test_transformer_vs_nn_transformer_encoder(dh, H, B, n, bias, causal, dff, layers, norm_first, final, gelu):  # fmt: skip
@@ -344,6 +345,106 @@ def test_patch_embed_is_a_strided_conv(C, d, p, k, B):
     m = nn.Conv2d(C, d, p, stride=p)
     x = torch.randn(B, C, p * k, p * k, requires_grad=True)
     check(L.patch_embed(C, d, p, image_size=p * k, batch_size=B), lambda: m(x), m, params=numel(m))
+
+
+# --- pointwise FLOPs: the documented per-op counts, applied op by op ---------------------------
+
+aten = torch.ops.aten
+
+
+class PointwiseCounter(TorchDispatchMode):
+    """Counts pointwise FLOPs of every aten op by the convention in archlab.cost.formulas._base:
+    1 per output element for add/sub/mul/rsub and each activation, the bias add fused into addmm,
+    5 (+2 affine) per element for native layer/batch norm. Fails on any op it does not know."""
+
+    ONE = {aten.add, aten.sub, aten.mul, aten.rsub, aten.tanh, aten.sigmoid, aten.relu, aten.gelu, aten.silu}  # fmt: skip
+    FREE = {aten.t, aten.view, aten.mm, aten.unsafe_split, aten.split, aten.split_with_sizes,
+            aten.stack, aten.cat, aten.new_zeros, aten.select, aten.empty, aten.zeros,
+            aten.unbind, aten.slice, aten.detach, aten._unsafe_view, aten.add_, aten.bmm,
+            aten.transpose, aten.clone, aten.expand, aten.unsqueeze, aten.permute}  # fmt: skip
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        op = func.overloadpacket
+        if op is aten.addmm:
+            self.flops += out.numel()  # the bias add fused into the matmul
+        elif op is aten.native_layer_norm:
+            weight, bias = args[2], args[3]
+            self.flops += out[0].numel() * (5 + (2 if bias is not None else 1 if weight is not None else 0))  # fmt: skip
+        elif op is aten.native_batch_norm:
+            self.flops += out[0].numel() * (5 + (2 if args[1] is not None else 0))
+        elif op is aten._softmax:
+            self.flops += 5 * out.numel()  # max, subtract, exp, sum, divide
+        elif op in self.ONE:
+            self.flops += out.numel()
+        else:
+            assert op in self.FREE, f"unclassified op {func}"
+        return out
+
+
+def pointwise(forward) -> int:
+    with torch.no_grad(), PointwiseCounter() as counter:
+        forward()
+    return counter.flops
+
+
+@FAST
+@given(**recurrent_cfg, kind=st.sampled_from(["rnn", "gru", "lstm"]), proj=st.integers(0, 1))
+def test_pointwise_flops_recurrent(i, h, layers, bias, bi, B, n, kind, proj):
+    common = dict(num_layers=layers, bias=bias, bidirectional=bi)
+    p = proj * (h - 1) if kind == "lstm" else 0
+    m = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[kind](i, h, **common, **({"proj_size": p} if p else {}))  # fmt: skip
+    cost = getattr(L, kind)(i, h, batch_size=B, seq_len=n, **common, **({"proj_size": p} if p else {}))  # fmt: skip
+    x = torch.randn(n, B, i)
+    assert cost.flops_forward_pointwise == pointwise(lambda: cell_loop(m, x))
+
+
+@FAST
+@given(d=small, dff=small, act=st.sampled_from(["relu", "gelu", "tanh", "sigmoid", "silu"]),
+       bias=st.booleans(), B=st.integers(2, 4), n=small)  # fmt: skip
+def test_pointwise_flops_ffn_linear_norms(d, dff, act, bias, B, n):
+    x = torch.randn(B, n, d)
+    mods = (reference_ffn(d, dff, act, bias), nn.Linear(d, dff, bias=bias),
+            nn.LayerNorm(d, elementwise_affine=bias), nn.BatchNorm1d(d, affine=bias))  # fmt: skip
+    costs = (L.ffn(d, dff, activation=act, bias=bias, batch_size=B, seq_len=n),
+             L.linear(d, dff, bias=bias, batch_size=B, seq_len=n),
+             L.layernorm(d, elementwise_affine=bias, batch_size=B, seq_len=n),
+             L.batchnorm(d, dims=1, affine=bias, batch_size=B, seq_len=n))  # fmt: skip
+    inputs = (x, x, x, x.transpose(1, 2))
+    for m, cost, inp in zip(mods, costs, inputs, strict=True):
+        assert cost.flops_forward_pointwise == pointwise(lambda m=m, inp=inp: m(inp)), cost.layer
+
+
+def textbook_attention(m: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """softmax(Q Kᵀ / sqrt(d_k) + mask) V with m's weights (Vaswani et al. eq. 1), x: (B, n, d)."""
+    B, n, d = x.shape
+    H = m.num_heads
+    q, k, v = F.linear(x, m.in_proj_weight, m.in_proj_bias).chunk(3, -1)  # (B, n, d) each
+    q, k, v = (t.reshape(B, n, H, d // H).transpose(1, 2) for t in (q, k, v))  # (B, H, n, d/H)
+    scores = (q @ k.transpose(-2, -1)) * (d // H) ** -0.5  # (B, H, n, n)
+    if mask is not None:
+        scores = scores + mask  # (n, n) additive -inf above the diagonal
+    ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, n, d)  # (B, n, d)
+    return F.linear(ctx, m.out_proj.weight, m.out_proj.bias)
+
+
+@FAST
+@given(**attn_cfg)
+def test_pointwise_flops_attention(dh, H, B, n, bias, causal):
+    """Our scale is 1 FLOP per score (QKᵀ/√d_k); the math SDPA kernel instead scales q and k by
+    d_k^-1/4 each (2·B·n·d multiplies) — same maths, so the oracle is the textbook form."""
+    d = dh * H
+    m = nn.MultiheadAttention(d, H, bias=bias, batch_first=True)
+    x = torch.randn(B, n, d)
+    mask = nn.Transformer.generate_square_subsequent_mask(n) if causal else None
+    with torch.no_grad():
+        torch.testing.assert_close(textbook_attention(m, x, mask), _mha_forward(m, x, causal)())
+    cost = L.attention(d, H, bias=bias, causal=causal, batch_size=B, seq_len=n)
+    assert cost.flops_forward_pointwise == pointwise(lambda: textbook_attention(m, x, mask))
 
 
 # --- module_cost on real modules -----------------------------------------------------------------
@@ -439,6 +540,72 @@ def test_cli_json(capsys):
     assert data["params"] == 1792 and data["flops_forward_dense"] is None
 
 
+EVERY_LAYER = {
+    "linear": ("--in-features 5 --out-features 3 --seq-len 4", lambda: L.linear(5, 3, seq_len=4)),
+    "embedding": (
+        "--num-embeddings 9 --embedding-dim 4 --seq-len 3",
+        lambda: L.embedding(9, 4, seq_len=3),
+    ),  # fmt: skip
+    "rnn": (
+        "--input-size 3 --hidden-size 4 --num-layers 2 --seq-len 5",
+        lambda: L.rnn(3, 4, num_layers=2, seq_len=5),
+    ),  # fmt: skip
+    "lstm": (
+        "--input-size 3 --hidden-size 4 --proj-size 2 --bidirectional --seq-len 5",
+        lambda: L.lstm(3, 4, proj_size=2, bidirectional=True, seq_len=5),
+    ),  # fmt: skip
+    "gru": (
+        "--input-size 3 --hidden-size 4 --convention keras --no-reset-after",
+        lambda: L.gru(3, 4, convention="keras", reset_after=False),
+    ),  # fmt: skip
+    "conv1d": (
+        "--in-channels 4 --out-channels 6 --kernel-size 3 --groups 2 --image-size 9",
+        lambda: L.conv1d(4, 6, 3, groups=2, image_size=9),
+    ),  # fmt: skip
+    "conv2d": (
+        "--in-channels 3 --out-channels 4 --kernel-size 3x5 --padding same --image-size 8x9",
+        lambda: L.conv2d(3, 4, (3, 5), padding="same", image_size=(8, 9)),
+    ),  # fmt: skip
+    "layernorm": (
+        "--normalized-shape 8 --seq-len 3 --dtype bfloat16",
+        lambda: L.layernorm(8, seq_len=3, dtype=2),
+    ),  # fmt: skip
+    "batchnorm": (
+        "--num-features 8 --image-size 4 --batch-size 2 --convention keras",
+        lambda: L.batchnorm(8, image_size=4, batch_size=2, convention="keras"),
+    ),  # fmt: skip
+    "attention": (
+        "--d-model 8 --heads 2 --seq-len 3 --no-bias",
+        lambda: L.attention(8, 2, seq_len=3, bias=False),
+    ),  # fmt: skip
+    "ffn": (
+        "--d-model 8 --d-ff 12 --activation gelu --seq-len 3",
+        lambda: L.ffn(8, 12, activation="gelu", seq_len=3),
+    ),  # fmt: skip
+    "transformer-block": (
+        "--d-model 8 --heads 2 --norm-first --seq-len 3",
+        lambda: L.transformer_block(8, 2, norm_first=True, seq_len=3),
+    ),  # fmt: skip
+    "transformer": (
+        "--d-model 8 --heads 2 --layers 3 --final-norm --causal --seq-len 3",
+        lambda: L.transformer(8, 2, 3, final_norm=True, causal=True, seq_len=3),
+    ),  # fmt: skip
+    "patch-embed": (
+        "--in-channels 3 --d-model 8 --patch-size 4 --image-size 16",
+        lambda: L.patch_embed(3, 8, 4, image_size=16),
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("layer", EVERY_LAYER)
+def test_cli_every_layer_maps_options_onto_the_formula(layer, capsys):
+    argv, expected = EVERY_LAYER[layer]
+    assert cli.main(["cost", layer, *argv.split(), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(expected().to_json()))
+    assert cli.main(["cost", layer, *argv.split()]) == 0
+    assert f"{expected().params:,} params" in capsys.readouterr().out
+
+
 BAD = [
     ("cost conv2d --in-channels 3 --out-channels 8 --kernel-size 5 --image-size 4", "kernel_size"),
     (
@@ -493,6 +660,18 @@ def test_unsized_costs_keep_params_and_drop_flops():
     for c in (L.linear(3, 4), L.lstm(3, 4), L.transformer(8, 2, 2), L.conv1d(2, 3, 3)):
         assert c.params > 0 and c.terms and c.complexity
         assert c.flops_forward_dense is None and c.activation_bytes is None and c.flops == []
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_activation_bytes_follow_the_dtype(dtype):
+    x = torch.randn(2, 3, 8, dtype=dtype, requires_grad=True)
+    for m, cost, inp in (
+        (nn.LayerNorm(8), L.layernorm(8, batch_size=2, seq_len=3, dtype=str(dtype)), x),
+        (nn.BatchNorm1d(8), L.batchnorm(8, dims=1, batch_size=2, seq_len=3, dtype=str(dtype)), x.transpose(1, 2)),  # fmt: skip
+        (nn.Linear(8, 4), L.linear(8, 4, batch_size=2, seq_len=3, dtype=str(dtype)), x),
+    ):  # fmt: skip
+        m = m.to(dtype)
+        assert cost.activation_bytes == measure(lambda m=m, inp=inp: m(inp), m)[2]
 
 
 def test_dtype_scales_activation_bytes():

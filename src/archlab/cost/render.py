@@ -26,7 +26,7 @@ def human(x: float, unit: str) -> str:
                 return f"{exact} ({x / 2**p:.1f} {name})"
         return exact
     for prefix, scale in _UNITS:
-        if x >= 10 * scale:
+        if x >= scale:
             return f"{exact} ({x / scale:.1f} {prefix}{unit})"
     return exact
 
@@ -85,10 +85,9 @@ def render_text(cost: LayerCost) -> str:
         out += _table(rows)
         for kind in ("dense", "pointwise"):
             total = getattr(cost, f"flops_forward_{kind}")
-            formula = _factored(cost, [f.formula for f in cost.flops if f.kind == kind])
-            out.append(
-                f"  forward {kind}:{' ' * (10 - len(kind))}{formula} = {human(total, 'FLOPs')}"
-            )
+            formulas = [f.formula for f in cost.flops if f.kind == kind]
+            formula = f"{_factored(cost, formulas)} = " if formulas else ""
+            out.append(f"  forward {kind}:{' ' * (10 - len(kind))}{formula}{human(total, 'FLOPs')}")
         out.append(f"  backward dense:    {human(cost.flops_backward_dense, 'FLOPs')}"
                    "  (grad wrt inputs + grad wrt weights; the input requires grad)")  # fmt: skip
         out += ["", f"Activations saved for backward ({cost.config.get('dtype_bytes', 4)} bytes per element)"]  # fmt: skip

@@ -19,8 +19,8 @@ Conventions (units are named everywhere; see also :mod:`archlab.cost.types`):
   **2 × forward**. Exceptions are spelled out where they occur (the recurrent product at step 0
   acts on the constant zero initial state; an embedding's backward is a scatter-add, not dense).
 * *Activation bytes*: tensors autograd saves for backward, excluding parameters and buffers,
-  at ``dtype`` bytes per element (integer indices at 8 bytes; norm statistics in float32 or
-  wider). Counted for the unfused reference each formula names, dropout off.
+  at ``dtype`` bytes per element (integer indices at 8 bytes). Counted for the unfused
+  reference each formula names, on the CPU kernels, dropout off.
 """
 
 from __future__ import annotations
@@ -175,8 +175,8 @@ class Derivation:
     order: tuple[str, ...] = ()
     outer: tuple[str, ...] = ()
     bounds: dict[str, str] = field(default_factory=dict)  # e.g. {"H": "d"}: heads <= d_model
-    # Symbols replaced by their value (1 if not given) before the Big-O: the batch, and counts
-    # that are constants of the layer (directions, gates, a single layer).
+    # Symbols replaced by their value (1 if not given) before the Big-O: the batch, and L for a
+    # single recurrent layer (directions and gate counts are written as numbers already).
     fixed_symbols: tuple[str, ...] = ("B",)
     terms: list[Term] = field(default_factory=list)
     flops: list[tuple[str, str, str]] = field(default_factory=list)

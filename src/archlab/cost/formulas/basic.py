@@ -133,10 +133,11 @@ def add_layernorm(d: Derivation, affine: bool, bias: bool, prefix: str = "") -> 
             d.param(f"{prefix}bias", (d.symbols["d"].value,), "d", "beta")
         d.flop(f"{prefix}affine gamma*x_hat + beta" if bias else f"{prefix}scale gamma*x_hat",
                "pointwise", f"{AFFINE_FLOPS if bias else 1}*B*n*d")  # fmt: skip
-    acc = max(d.dtype, 4)  # statistics are kept in float32 (or the input's wider type)
+    # Statistics are saved in the input dtype by the CPU kernel (checked in the tests); CUDA
+    # kernels may keep them in float32 for half inputs: 2 x 2 bytes per row more.
     d.save(f"{prefix}input x (B, n, d)", "B*n*d")
-    d.save(f"{prefix}mean (B, n, 1)", "B*n", acc)
-    d.save(f"{prefix}rstd (B, n, 1)", "B*n", acc)
+    d.save(f"{prefix}mean (B, n, 1)", "B*n")
+    d.save(f"{prefix}rstd (B, n, 1)", "B*n")
 
 
 def batchnorm(
@@ -155,7 +156,8 @@ def batchnorm(
 
     Costs are for training mode (batch statistics; Ioffe & Szegedy 2015). Running mean/var are
     *buffers* in PyTorch (not in ``parameters()``) but non-trainable *weights* in Keras
-    BatchNormalization, which ``model.count_params()`` includes.
+    BatchNormalization (its docs: "moving_mean and moving_var are non-trainable variables"),
+    which ``model.count_params()`` and ``summary()``'s total include.
     """
     C = positive("num_features", num_features)
     if dims not in (1, 2):
@@ -191,10 +193,9 @@ def batchnorm(
             "PyTorch registers running_mean/running_var (and num_batches_tracked) as buffers, not "
             "parameters; Keras BatchNormalization keeps moving_mean/moving_variance as "
             "non-trainable weights, included in count_params()"))  # fmt: skip
-    acc = max(d.dtype, 4)
     d.save(f"input x (B, C, {sp.replace('*', ', ')})", f"B*C*{sp}")
-    d.save("save_mean (C)", "C", acc)
-    d.save("save_invstd (C)", "C", acc)
+    d.save("save_mean (C)", "C")  # input dtype on CPU, as LayerNorm's statistics
+    d.save("save_invstd (C)", "C")
     return d.finish(sized)
 
 

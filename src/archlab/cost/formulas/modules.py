@@ -36,7 +36,17 @@ def _first_tensor(inputs: tuple) -> torch.Tensor | None:
 def module_cost(
     module: nn.Module, inputs: tuple, output: Any = None, kwargs: dict | None = None
 ) -> LayerCost | None:
-    """Formula cost of ``module(*inputs, **kwargs)``, or None when no formula covers the call."""
+    """Formula cost of ``module(*inputs, **kwargs)``, or None when no formula covers the call.
+
+    Covered: Linear, Embedding, LayerNorm (1-D normalized_shape), BatchNorm1d/2d, Conv1d/2d
+    (any padding mode: the output size is the same), RNN/LSTM/GRU (batch_first, unbatched,
+    bidirectional, proj_size; not PackedSequence), MultiheadAttention as self-attention (q, k, v
+    the same tensor; not kdim/vdim, bias_kv or add_zero_attn) and TransformerEncoderLayer
+    (relu/gelu) — a caller that recurses into children must not count that layer twice. Any
+    ``attn_mask``/``src_mask`` is costed as an additive mask, like ``causal``. For recurrent
+    layers the backward assumes the default zero initial state (an ``hx`` that requires grad
+    adds one input-grad product per layer and direction).
+    """
     x = _first_tensor(inputs)
     if x is None or x.numel() == 0:
         return None
