@@ -32,7 +32,7 @@ from archlab.study.measure import rounded
 
 log = logging.getLogger(__name__)
 MARKER = ".archlab-study"  # marks an output folder as ours, so we never write into a user's folder
-HELPERS = ("context", "measure", "nets", "textdata")  # shared code that every cache key covers
+HELPERS = ("context", "lmtrain", "measure", "nets", "textdata")  # shared code that every cache key covers
 
 
 @dataclass
@@ -61,7 +61,8 @@ def _source_hash(claim: Claim) -> str:
 
 
 def claim_key(claim: Claim, opts: StudyOptions, dep_keys: Mapping[str, str]) -> str:
-    import archlab.study.nets  # noqa: F401  (make sure every helper module is loaded)
+    import archlab.study.lmtrain  # noqa: F401  (make sure every helper module is loaded)
+    import archlab.study.nets  # noqa: F401
     import archlab.study.textdata  # noqa: F401
 
     blob = json.dumps(
