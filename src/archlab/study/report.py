@@ -34,6 +34,8 @@ def fmt(value: Any) -> str:
         return f"{value:.2e}"
     if isinstance(value, (list, tuple)):
         return ", ".join(fmt(v) for v in value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={fmt(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 

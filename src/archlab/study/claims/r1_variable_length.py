@@ -160,7 +160,7 @@ CLAIM = register_claim(
         "GPTs with learned and with sinusoidal positions (matched parameter count) are trained on "
         "character-level text at one window length T, then evaluated on windows of 4T.",
         sizes={p: {"vocab": 32, "width": 16, "pad_len": 12 if p == "tiny" else 24, "eval_mult": 4,
-                   "eval_batches": 1 if p == "tiny" else 4, "text": TEXT_RUNS[p]}
+                   "eval_batches": {"tiny": 1, "quick": 8, "full": 16}[p], "text": TEXT_RUNS[p]}
                for p in ("tiny", "quick", "full")},  # fmt: skip
         run=run, verdict=verdict, figure=figure, tables=tables, trains=True,
         spread="mean ± std over seeds; bands min–max",

@@ -188,7 +188,7 @@ CLAIM = register_claim(
                      "text_eval_batches": 1, "text": TEXT_RUNS["tiny"]},
             "quick": {"distances": [8, 16, 32, 64], "noise": 8, "values": 8, "target_params": 15_000,
                       "gpt_layers": 2, "steps": 250, "batch": 32, "lr": 3e-3, "eval_size": 256,
-                      "text_eval_batches": 4, "text": TEXT_RUNS["quick"]},
+                      "text_eval_batches": 16, "text": TEXT_RUNS["quick"]},
             "full": {"distances": [10, 20, 40, 80, 160, 320], "noise": 8, "values": 8,
                      "target_params": 100_000, "gpt_layers": 2, "steps": 3000, "batch": 64,
                      "lr": 1e-3, "eval_size": 1024, "text_eval_batches": 16, "text": TEXT_RUNS["full"]},
