@@ -41,11 +41,26 @@ def _t1(base, accs: dict[str, list[float]]) -> dict:
 @pytest.mark.parametrize(
     "accs,status,text",
     [
-        ({"gpt": [1, 1, 1, 1], "rnn": [.2] * 4, "lstm": [.5] * 4, "gru": [.6] * 4}, "supported", ""),
-        ({"gpt": [1, 1, 1, 1], "rnn": [.2] * 4, "lstm": [1, .95, .5, .3], "gru": [.3] * 4},
-         "conditional", "from distance 40"),
-        ({"gpt": [.3] * 4, "rnn": [.2] * 4, "lstm": [1] * 4, "gru": [.3] * 4}, "not supported", "LSTM"),
-        ({"gpt": [1] * 4, "rnn": [.2] * 4, "lstm": [.3] * 4, "gru": [.97] * 4}, "conditional", "GRU"),
+        (
+            {"gpt": [1, 1, 1, 1], "rnn": [0.2] * 4, "lstm": [0.5] * 4, "gru": [0.6] * 4},
+            "supported",
+            "",
+        ),
+        (
+            {"gpt": [1, 1, 1, 1], "rnn": [0.2] * 4, "lstm": [1, 0.95, 0.5, 0.3], "gru": [0.3] * 4},
+            "conditional",
+            "from distance 40",
+        ),
+        (
+            {"gpt": [0.3] * 4, "rnn": [0.2] * 4, "lstm": [1] * 4, "gru": [0.3] * 4},
+            "not supported",
+            "LSTM",
+        ),
+        (
+            {"gpt": [1] * 4, "rnn": [0.2] * 4, "lstm": [0.3] * 4, "gru": [0.97] * 4},
+            "conditional",
+            "GRU",
+        ),
     ],
 )
 def test_t1(base, accs, status, text):
@@ -56,9 +71,12 @@ def test_t1(base, accs, status, text):
 # ---- T2 -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "ratios,ttt,status,text",
-    [([0.5, 0.4, 0.3], 0.5, "supported", ""), ([1.2, 1.5, 3.0], 2.0, "conditional", "not faster at any"),
-     ([1.5, 0.5, 0.2], 0.9, "conditional", "only for n in [16, 32]")],
-)  # fmt: skip
+    [
+        ([0.5, 0.4, 0.3], 0.5, "supported", ""),
+        ([1.2, 1.5, 3.0], 2.0, "conditional", "not faster at any"),
+        ([1.5, 0.5, 0.2], 0.9, "conditional", "only for n in [16, 32]"),
+    ],
+)
 def test_t2(base, ratios, ttt, status, text):
     m = copy.deepcopy(base["T2"])
     m["timing"]["gpt_over_lstm_step"] = [ms(r, 0.05) for r in ratios]
@@ -70,9 +88,13 @@ def test_t2(base, ratios, ttt, status, text):
 # ---- T3 -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "tn,mem_naive,mem_sdpa,status,text",
-    [(1.1, 2.0, 1.0, "not supported", "did not grow"), (2.0, 2.0, 1.9, "supported", ""),
-     (2.0, 1.95, 1.0, "conditional", "only for naive"), (2.0, 1.2, 1.0, "conditional", "memory is not")],
-)  # fmt: skip
+    [
+        (1.1, 2.0, 1.0, "not supported", "did not grow"),
+        (2.0, 2.0, 1.9, "supported", ""),
+        (2.0, 1.95, 1.0, "conditional", "only for naive"),
+        (2.0, 1.2, 1.0, "conditional", "memory is not"),
+    ],
+)
 def test_t3(base, tn, mem_naive, mem_sdpa, status, text):
     m = copy.deepcopy(base["T3"])
     m["timing"]["core_time_exponent"] = {"naive": ms(tn), "sdpa": ms(tn)}
@@ -84,9 +106,13 @@ def test_t3(base, tn, mem_naive, mem_sdpa, status, text):
 # ---- R1 -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "rnn_diff,lstm,sin,status,text",
-    [(0.5, 1.0, 1.3, "not supported", ""), (1e-7, 1.0, 1.3, "conditional", "only past it"),
-     (1e-7, 1.0, 1.02, "conditional", "only learned positions"), (1e-7, 1.3, 1.3, "conditional", "neither")],
-)  # fmt: skip
+    [
+        (0.5, 1.0, 1.3, "not supported", ""),
+        (1e-7, 1.0, 1.3, "conditional", "only past it"),
+        (1e-7, 1.0, 1.02, "conditional", "only learned positions"),
+        (1e-7, 1.3, 1.3, "conditional", "neither"),
+    ],
+)
 def test_r1(base, rnn_diff, lstm, sin, status, text):
     m = copy.deepcopy(base["R1"])
     m["padding"]["lstm"]["packed_outputs"] = rnn_diff
@@ -109,11 +135,13 @@ def _r2(base, inf_exp, tr_exp, tr_last):
 
 @pytest.mark.parametrize(
     "inf_exp,tr_exp,tr_last,status,text",
-    [((1.0, 1.0), (1, 2, 1), (100, 200, 200), "not supported", ""),
-     ((0.0, 1.0), (0.5, 2, 1), (100, 400, 200), "supported", ""),
-     ((0.0, 1.0), (1.0, 2, 1), (100, 400, 200), "conditional", "not O(1)"),
-     ((0.0, 1.0), (1.0, 2, 1), (300, 400, 200), "conditional", "at inference only")],
-)  # fmt: skip
+    [
+        ((1.0, 1.0), (1, 2, 1), (100, 200, 200), "not supported", ""),
+        ((0.0, 1.0), (0.5, 2, 1), (100, 400, 200), "supported", ""),
+        ((0.0, 1.0), (1.0, 2, 1), (100, 400, 200), "conditional", "not O(1)"),
+        ((0.0, 1.0), (1.0, 2, 1), (300, 400, 200), "conditional", "at inference only"),
+    ],
+)
 def test_r2(base, inf_exp, tr_exp, tr_last, status, text):
     v = verdict("R2", _r2(base, inf_exp, tr_exp, tr_last))
     assert v.status == status and text in v.label
@@ -122,10 +150,16 @@ def test_r2(base, inf_exp, tr_exp, tr_last, status, text):
 # ---- R3 -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "rates,status,text",
-    [({"GPT": 0.5}, "not supported", ""),
-     ({"LSTM (PyTorch init)": 0.8, "LSTM forget bias 0": 0.8, "LSTM forget bias 1": 0.85}, "supported", ""),
-     ({"LSTM (PyTorch init)": 0.59, "LSTM forget bias 1": 0.79}, "conditional", "forget bias 1")],
-)  # fmt: skip
+    [
+        ({"GPT": 0.5}, "not supported", ""),
+        (
+            {"LSTM (PyTorch init)": 0.8, "LSTM forget bias 0": 0.8, "LSTM forget bias 1": 0.85},
+            "supported",
+            "",
+        ),
+        ({"LSTM (PyTorch init)": 0.59, "LSTM forget bias 1": 0.79}, "conditional", "forget bias 1"),
+    ],
+)
 def test_r3(base, rates, status, text):
     m = copy.deepcopy(base["R3"])
     for k, d in m["variants"].items():
@@ -139,11 +173,21 @@ def test_r3(base, rates, status, text):
 # ---- P3 / P4 / P5 -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "seed,keras,pt,engine_pt,status",
-    [(60_200, 60_200, 60_400, 60_400, "conditional"), (60_400, 60_400, 60_400, 60_400, "supported"),
-     (60_200, 60_200, 60_400, 60_000, "not supported"), (99, 60_200, 60_400, 60_400, "not supported")],
-)  # fmt: skip
+    [
+        (60_200, 60_200, 60_400, 60_400, "conditional"),
+        (60_400, 60_400, 60_400, 60_400, "supported"),
+        (60_200, 60_200, 60_400, 60_000, "not supported"),
+        (99, 60_200, 60_400, 60_400, "not supported"),
+    ],
+)
 def test_p3(base, seed, keras, pt, engine_pt, status):
-    m = {**base["P3"], "seed_answer": seed, "engine_keras": keras, "torch_numel": pt, "engine_pytorch": engine_pt}
+    m = {
+        **base["P3"],
+        "seed_answer": seed,
+        "engine_keras": keras,
+        "torch_numel": pt,
+        "engine_pytorch": engine_pt,
+    }
     assert verdict("P3", m).status == status
 
 
@@ -154,9 +198,13 @@ def test_p4(base, torch_numel, status):
 
 @pytest.mark.parametrize(
     "mismatch,pred,meas,status",
-    [(True, 1.8, 1.8, "not supported"), (False, None, None, "supported"), (False, 1.8, 1.7, "supported"),
-     (False, 1.8, 0.9, "conditional")],
-)  # fmt: skip
+    [
+        (True, 1.8, 1.8, "not supported"),
+        (False, None, None, "supported"),
+        (False, 1.8, 1.7, "supported"),
+        (False, 1.8, 0.9, "conditional"),
+    ],
+)
 def test_p5(base, mismatch, pred, meas, status):
     m = copy.deepcopy(base["P5"])
     if mismatch:

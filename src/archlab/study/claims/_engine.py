@@ -29,8 +29,11 @@ def rnn_params(input_size: int, hidden_size: int) -> dict[str, Any]:
         torch_ = layers.rnn(input_size=input_size, hidden_size=hidden_size, convention="pytorch")
         return {"engine": "archlab.cost.layers", "keras": keras.params, "pytorch": torch_.params}
     weights = hidden_size * input_size + hidden_size * hidden_size
-    return {"engine": "study formula (archlab.cost.layers not installed)",
-            "keras": weights + hidden_size, "pytorch": weights + 2 * hidden_size}  # fmt: skip
+    return {
+        "engine": "study formula (archlab.cost.layers not installed)",
+        "keras": weights + hidden_size,
+        "pytorch": weights + 2 * hidden_size,
+    }
 
 
 def conv_params(c_in: int, c_out: int, k: int) -> dict[str, Any]:
@@ -39,8 +42,10 @@ def conv_params(c_in: int, c_out: int, k: int) -> dict[str, Any]:
     if layers is not None:
         cost = layers.conv(in_channels=c_in, out_channels=c_out, kernel_size=k)
         return {"engine": "archlab.cost.layers", "params": cost.params}
-    return {"engine": "study formula (archlab.cost.layers not installed)",
-            "params": k * k * c_in * c_out + c_out}
+    return {
+        "engine": "study formula (archlab.cost.layers not installed)",
+        "params": k * k * c_in * c_out + c_out,
+    }
 
 
 def transformer_layer_flops(n: int, d: int, ffn_mult: int = 4) -> dict[str, Any]:
@@ -58,9 +63,13 @@ def transformer_layer_flops(n: int, d: int, ffn_mult: int = 4) -> dict[str, Any]
         return out
     linear = (8 + 4 * ffn_mult) * n * d * d
     quad = 4 * n * n * d
-    return {"engine": "study formula (archlab.cost.layers not installed)", "dense": linear + quad,
-            "linear_part": linear, "quadratic_part": quad,
-            "crossover_n": (8 + 4 * ffn_mult) * d / 4}  # fmt: skip
+    return {
+        "engine": "study formula (archlab.cost.layers not installed)",
+        "dense": linear + quad,
+        "linear_part": linear,
+        "quadratic_part": quad,
+        "crossover_n": (8 + 4 * ffn_mult) * d / 4,
+    }
 
 
 __all__ = ["conv_params", "rnn_params", "transformer_layer_flops"]
