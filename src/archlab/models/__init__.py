@@ -10,7 +10,7 @@ from archlab.models.registry import (
 )
 
 # Architecture modules register themselves on import; add each new file here.
-_ARCH_MODULES: tuple[str, ...] = ()
+_ARCH_MODULES: tuple[str, ...] = ("rnn", "gpt", "cnn", "resnet", "vit", "mlp")
 
 for _m in _ARCH_MODULES:
     __import__(f"archlab.models.{_m}")

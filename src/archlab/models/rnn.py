@@ -1,0 +1,191 @@
+"""Recurrent language models — ``rnn`` (tanh), ``lstm``, ``gru`` — after pytorch/examples'
+``word_language_model``: embedding → dropout → multi-layer ``nn.RNN``/``nn.LSTM``/``nn.GRU``
+(batch_first) → dropout → linear decoder.
+
+State API (one clean pair, used by truncated BPTT and by generation):
+
+- ``model(idx)`` -> logits (B, T, vocab), starting from a zero state;
+- ``model(idx, state, return_state=True)`` -> (logits, new_state); feeding a text in chunks while
+  carrying the state gives the same logits as feeding it whole (tested);
+- ``init_state(batch_size)`` -> the zero state: ``h`` (layers, B, H) for rnn/gru, ``(h, c)`` for lstm;
+  ``detach_state(state)`` cuts the graph between BPTT windows.
+
+``forget_bias`` (lstm only): PyTorch stores each layer's gate biases as chunks [i, f, g, o] of
+``bias_ih_l{k}`` and ``bias_hh_l{k}`` (torch.nn.LSTM docs), and the gate sees their sum. We set the
+f chunk of ``bias_ih`` to ``forget_bias`` and that of ``bias_hh`` to 0, so the effective forget-gate
+bias is exactly ``forget_bias`` (1.0 is the common choice: Gers et al. 2000; Jozefowicz et al. 2015).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from archlab.errors import ArchlabError
+from archlab.models.layers import sample_next_token
+from archlab.models.registry import register_model, register_preset
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h, or (h, c) for the LSTM
+
+
+@dataclass
+class RNNLMConfig:
+    """Shared fields; the cell (``rnn``/``lstm``/``gru``) is fixed by the config class."""
+
+    cell: ClassVar[str] = "rnn"
+
+    vocab_size: int = 65
+    d_model: int = 200  # embedding width (pytorch/examples --emsize)
+    hidden_size: int | None = None  # recurrent width (--nhid); None -> d_model
+    layers: int = 2
+    dropout: float = 0.2
+    tie_weights: bool = False  # decoder shares the embedding; needs hidden_size == d_model
+
+    def __post_init__(self) -> None:
+        if self.hidden_size is None:
+            self.hidden_size = self.d_model
+        for name in ("vocab_size", "d_model", "hidden_size", "layers"):
+            if getattr(self, name) < 1:
+                raise ArchlabError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ArchlabError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.tie_weights and self.hidden_size != self.d_model:
+            raise ArchlabError(
+                f"tie_weights needs hidden_size == d_model, got hidden_size={self.hidden_size} "
+                f"and d_model={self.d_model}"
+            )
+
+
+@dataclass
+class TanhRNNConfig(RNNLMConfig):
+    cell: ClassVar[str] = "rnn"
+
+
+@dataclass
+class GRUConfig(RNNLMConfig):
+    cell: ClassVar[str] = "gru"
+
+
+@dataclass
+class LSTMConfig(RNNLMConfig):
+    cell: ClassVar[str] = "lstm"
+    forget_bias: float | None = None  # effective forget-gate bias at init; None: PyTorch's init
+
+
+_CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class RNNLanguageModel(nn.Module):
+    def __init__(self, cfg: RNNLMConfig):
+        super().__init__()
+        self.config = cfg
+        self.cell = cfg.cell
+        H: int = cfg.hidden_size  # type: ignore[assignment]  # set by __post_init__
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        extra = {"nonlinearity": "tanh"} if cfg.cell == "rnn" else {}
+        self.rnn = _CELLS[cfg.cell](
+            cfg.d_model,
+            H,
+            num_layers=cfg.layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,  # PyTorch applies it between layers
+            **extra,
+        )
+        self.decoder = nn.Linear(H, cfg.vocab_size)
+        # pytorch/examples' init: U(-0.1, 0.1) for embedding and decoder, zero decoder bias;
+        # the recurrent weights keep PyTorch's U(-1/sqrt(H), 1/sqrt(H)).
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        if cfg.tie_weights:
+            self.decoder.weight = self.embedding.weight  # Press & Wolf 2017; one tensor
+        forget_bias = getattr(cfg, "forget_bias", None)
+        if forget_bias is not None:
+            with torch.no_grad():
+                for k in range(cfg.layers):
+                    getattr(self.rnn, f"bias_ih_l{k}")[H : 2 * H].fill_(forget_bias)  # f chunk
+                    getattr(self.rnn, f"bias_hh_l{k}")[H : 2 * H].zero_()
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        """The zero state for ``batch_size`` sequences (what ``forward`` starts from by default)."""
+        cfg = self.config
+        device = device if device is not None else self.embedding.weight.device
+        h = torch.zeros(cfg.layers, batch_size, cfg.hidden_size, device=device)  # (L, B, H)
+        return (h, torch.zeros_like(h)) if self.cell == "lstm" else h
+
+    @staticmethod
+    def detach_state(state: State) -> State:
+        """Cut the autograd graph between truncated-BPTT windows, keeping the values."""
+        if isinstance(state, tuple):
+            return (state[0].detach(), state[1].detach())
+        return state.detach()
+
+    def forward(
+        self, idx: torch.Tensor, state: State | None = None, return_state: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, State]:
+        """idx (B, T) long -> logits (B, T, vocab), or (logits, state) with ``return_state``."""
+        x = self.drop(self.embedding(idx))  # (B, T, E)
+        out, new_state = self.rnn(x, state)  # (B, T, H); state (L, B, H) or a pair of them
+        logits = self.decoder(self.drop(out))  # (B, T, vocab)
+        return (logits, new_state) if return_state else logits
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Extend ``idx`` (B, T>=1) by ``max_new_tokens`` sampled tokens; returns (B, T + new).
+
+        The prompt is fed once; then each new token is fed alone with the carried state, so a step
+        costs the same however long the text is (no context window to crop). Runs in eval mode.
+        """
+        if idx.dim() != 2 or idx.size(1) < 1:
+            raise ArchlabError("generate needs a prompt of at least one token, shape (B, T)")
+        was_training = self.training
+        self.eval()
+        logits, state = self(idx, return_state=True)  # (B, T, vocab)
+        for i in range(max_new_tokens):
+            nxt = sample_next_token(logits[:, -1], temperature, top_k, generator)  # (B, 1)
+            idx = torch.cat((idx, nxt), dim=1)  # (B, T+1)
+            if i + 1 < max_new_tokens:
+                logits, state = self(nxt, state, return_state=True)  # (B, 1, vocab)
+        self.train(was_training)
+        return idx
+
+
+@register_model("rnn", TanhRNNConfig, task="lm")
+def _build_rnn(cfg: TanhRNNConfig) -> RNNLanguageModel:
+    return RNNLanguageModel(cfg)
+
+
+@register_model("lstm", LSTMConfig, task="lm")
+def _build_lstm(cfg: LSTMConfig) -> RNNLanguageModel:
+    return RNNLanguageModel(cfg)
+
+
+@register_model("gru", GRUConfig, task="lm")
+def _build_gru(cfg: GRUConfig) -> RNNLanguageModel:
+    return RNNLanguageModel(cfg)
+
+
+# pytorch/examples word_language_model defaults: 2 layers, 200 wide, dropout 0.2 (--tied optional).
+register_preset("lstm-wt2", "lstm", layers=2, d_model=200, dropout=0.2)
+# A char-level LSTM matched to gpt-nano in parameters (806,585 vs 809,856 at vocab 65).
+register_preset("lstm-char", "lstm", layers=2, d_model=220, dropout=0.0, forget_bias=1.0)
+
+__all__ = [
+    "GRUConfig",
+    "LSTMConfig",
+    "RNNLMConfig",
+    "RNNLanguageModel",
+    "State",
+    "TanhRNNConfig",
+]

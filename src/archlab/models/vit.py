@@ -1,0 +1,200 @@
+"""A Vision Transformer classifier (Dosovitskiy et al. 2020, "An Image is Worth 16x16 Words").
+
+Reads top to bottom: config → Attention → Block → ViT → mean_attention_distance. The image is cut
+into non-overlapping ``patch_size`` squares, each linearly embedded (a Conv2d with kernel = stride =
+patch, which is exactly a shared linear map of the flattened patch), a learned position is added to
+each token, pre-norm Transformer blocks mix all tokens with each other (no mask), and the class is
+read from a class token (ViT §3.1) or from the mean of the patch tokens (``pool="mean"``).
+
+Tokens: N = (image_size / patch_size)^2 patches (+1 class token). Attention costs O(N^2 d) per layer
+— small patches make many tokens (32 px, patch 4 → 64 patches).
+
+``model(x)`` -> logits (B, num_classes); ``model(x, return_attn=True)`` -> (logits, attn) with one
+(B, heads, N_tokens, N_tokens) tensor of softmax weights per layer, computed explicitly on that path
+only (training uses ``F.scaled_dot_product_attention``, which never materializes them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archlab.errors import ArchlabError
+from archlab.models.layers import FeedForward
+from archlab.models.registry import register_model, register_preset
+
+POOLS = ("cls", "mean")
+
+
+@dataclass
+class ViTConfig:
+    in_channels: int = 1
+    image_size: int = 28
+    num_classes: int = 10
+    patch_size: int = 4
+    d_model: int = 128
+    layers: int = 6
+    heads: int = 4
+    mlp_ratio: float = 4.0  # feed-forward width = mlp_ratio * d_model (ViT Table 1: 4x)
+    pool: str = "cls"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in "in_channels image_size num_classes patch_size d_model layers heads".split():
+            if getattr(self, name) < 1:
+                raise ArchlabError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.image_size % self.patch_size:
+            raise ArchlabError(
+                f"patch_size ({self.patch_size}) must divide image_size ({self.image_size})"
+            )
+        if self.d_model % self.heads:
+            raise ArchlabError(
+                f"d_model ({self.d_model}) must be divisible by heads ({self.heads})"
+            )
+        if round(self.mlp_ratio * self.d_model) < 1:
+            raise ArchlabError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if self.pool not in POOLS:
+            raise ArchlabError(f"pool must be one of {POOLS}, got {self.pool!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ArchlabError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    @property
+    def d_ff(self) -> int:
+        return round(self.mlp_ratio * self.d_model)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over all tokens (bidirectional)."""
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.dropout = cfg.dropout
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self, x: torch.Tensor, return_attn: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, N, C = x.shape
+        hs = C // self.heads
+        q, k, v = self.qkv(x).split(C, dim=2)  # each (B, N, C)
+        q = q.view(B, N, self.heads, hs).transpose(1, 2)  # (B, nh, N, hs)
+        k = k.view(B, N, self.heads, hs).transpose(1, 2)  # (B, nh, N, hs)
+        v = v.view(B, N, self.heads, hs).transpose(1, 2)  # (B, nh, N, hs)
+        p = self.dropout if self.training else 0.0
+        att = None
+        if return_attn:  # softmax(q k^T / sqrt(hs)) — Vaswani et al. 2017 eq. 1, materialized
+            att = torch.softmax((q @ k.transpose(-2, -1)) / math.sqrt(hs), dim=-1)  # (B, nh, N, N)
+            y = F.dropout(att, p, self.training) @ v  # (B, nh, N, hs)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, nh, N, hs)
+        y = y.transpose(1, 2).contiguous().view(B, N, C)  # (B, N, C)
+        return self.resid_dropout(self.proj(y)), att
+
+
+class Block(nn.Module):
+    """Pre-norm block (ViT eq. 2–3): x + MSA(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model)
+        self.attn = Attention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout)
+
+    def forward(
+        self, x: torch.Tensor, return_attn: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, att = self.attn(self.ln_1(x), return_attn)
+        x = x + a  # (B, N, C)
+        x = x + self.mlp(self.ln_2(x))  # (B, N, C)
+        return x, att
+
+
+class ViT(nn.Module):
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.config = cfg
+        p, d = cfg.patch_size, cfg.d_model
+        self.patch_embed = nn.Conv2d(cfg.in_channels, d, kernel_size=p, stride=p)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.pool == "cls" else None
+        n_tokens = cfg.num_patches + (1 if cfg.pool == "cls" else 0)
+        self.pos_emb = nn.Parameter(torch.zeros(1, n_tokens, d))  # learned (ViT §3.1)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, cfg.num_classes)
+        # timm's ViT init: truncated N(0, 0.02) for positions, class token and Linear weights.
+        nn.init.trunc_normal_(self.pos_emb, std=0.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(
+        self, x: torch.Tensor, return_attn: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        B = x.size(0)
+        x = self.patch_embed(x)  # (B, C, g, g)
+        x = x.flatten(2).transpose(1, 2)  # (B, N, C) patches in row-major order
+        if self.cls_token is not None:
+            x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)  # (B, 1+N, C)
+        x = self.drop(x + self.pos_emb)  # (B, N_tokens, C)
+        attns: list[torch.Tensor] = []
+        for block in self.blocks:
+            x, att = block(x, return_attn)
+            if att is not None:
+                attns.append(att)
+        x = self.ln_f(x)  # (B, N_tokens, C)
+        x = x[:, 0] if self.cls_token is not None else x.mean(dim=1)  # (B, C)
+        logits = self.head(x)  # (B, num_classes)
+        return (logits, attns) if return_attn else logits
+
+
+def mean_attention_distance(attn: torch.Tensor, cfg: ViTConfig) -> torch.Tensor:
+    """Mean attention distance in pixels per head (Dosovitskiy et al. 2020 Fig. 7 / App. D.7).
+
+    ``attn`` is one layer's weights (B, heads, N_tokens, N_tokens) from ``forward(return_attn=True)``.
+    For each patch query, the weights over patch keys (class token dropped, rows renormalized) are
+    averaged against the pixel distance between patch centres; the result is the mean over queries
+    and images, shape (heads,). Uniform attention gives the mean pairwise patch distance; attending
+    only to oneself gives 0.
+    """
+    g, off = cfg.grid_size, (1 if cfg.pool == "cls" else 0)
+    a = attn[:, :, off:, off:].float()  # (B, nh, N, N) patch-to-patch
+    a = a / a.sum(dim=-1, keepdim=True)
+    ys, xs = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+    centres = torch.stack((ys.flatten(), xs.flatten()), dim=1).float() * cfg.patch_size  # (N, 2) px
+    dist = torch.cdist(centres, centres).to(a.device)  # (N, N) pixels
+    return (a * dist).sum(dim=-1).mean(dim=(0, 2))  # (nh,)
+
+
+@register_model("vit", ViTConfig, task="image")
+def _build(cfg: ViTConfig) -> ViT:
+    return ViT(cfg)
+
+
+# Fashion-MNIST 28 px, patch 4 (49 tokens + cls), 6 layers, 4 heads of 32: ~1.2M params.
+register_preset("vit-fmnist", "vit", patch_size=4, d_model=128, layers=6, heads=4)
+# CIFAR-10 32 px, patch 4 (64 tokens + cls), ViT-Tiny-like width 192, 3 heads of 64, 9 layers.
+register_preset(
+    "vit-cifar", "vit", in_channels=3, image_size=32, patch_size=4, d_model=192, layers=9, heads=3
+)
+
+__all__ = ["ViT", "ViTConfig", "mean_attention_distance"]
