@@ -47,6 +47,7 @@ def run(ctx: StudyContext) -> dict[str, Any]:
     above = t3["timing"]["layer_time_exponent_above_nstar"]
     return {
         "engine": transformer_layer_flops(8, 8)["engine"],
+        "complexity": transformer_layer_flops(8, 8)["complexity"],
         "flop_checks": rows,
         "crossover_n": t3["crossover_n"],
         "predicted_exponent_above_nstar": t3["flops_exponent_above_nstar"],
@@ -79,8 +80,8 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
             f"d={r['d']}, L={r['layers']}, the formula {r['formula']:,}",
         )
     exact = (
-        f"L·(24·n·d² + 4·n²·d) FLOPs matches torch's FlopCounterMode exactly at all "
-        f"{len(m['flop_checks'])} (n, d, L) checked"
+        f"the cost engine's {m['complexity']} — exactly L·(24·n·d² + 4·n²·d) forward FLOPs at "
+        f"d_ff = 4d — matches torch's FlopCounterMode at all {len(m['flop_checks'])} (n, d, L) checked"
     )
     pred, meas = m["predicted_exponent_above_nstar"], m["timing"]["measured_exponent_above_nstar"]
     if pred is None or meas is None:
