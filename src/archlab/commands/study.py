@@ -6,8 +6,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from archlab.errors import ArchlabError
-
 log = logging.getLogger("archlab.study")
 
 
@@ -23,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--profile",
         choices=("quick", "full"),
         default="quick",
-        help="quick: <= 10 min on 2 CPU cores (default); full: long CPU run or a GPU",
+        help="quick: <= 10 min on 2 CPU cores (default); full: a long CPU run (hours)",
     )
     p.add_argument("--only", metavar="IDS", help="comma-separated claim ids, e.g. T1,R3")
     p.add_argument(
@@ -35,18 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds per training experiment (default 3)")
     p.add_argument("--no-cache", action="store_true", help="recompute the selected claims")
     p.add_argument("--threads", type=int, help="torch threads (default: 1 for quick, all for full)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from archlab.study.runner import StudyOptions, run_study
 
-    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
-        raise ArchlabError(f"--device {args.device} is not available here; use --device cpu")
     only = [c.strip().upper() for c in args.only.split(",") if c.strip()] if args.only else None
     opts = StudyOptions(
         profile=args.profile,
@@ -56,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         progress=not args.no_progress,
         threads=args.threads,
-        device=args.device,
     )
     results = run_study(opts)
     if results["seeds"] and len(results["seeds"]) < 3:

@@ -49,7 +49,7 @@ class StudyOptions:
     seeds: int = 3
     use_cache: bool = True
     progress: bool = True
-    device: str = "cpu"
+    device: str = "cpu"  # the experiments run on the CPU; a GPU path is not implemented yet
     # torch intra-op threads. None: 1 for tiny/quick (the models are small; on a loaded 2-core
     # machine 2 spinning OpenMP threads made training 25x slower than 1, measured), torch's default
     # for full.
