@@ -214,6 +214,19 @@ def test_p5(base, mismatch, pred, meas, status):
     assert verdict("P5", m).status == status
 
 
+@pytest.mark.parametrize(
+    "above,mem,status,text",
+    [(None, 1.0, "conditional", "no resolution"), (1.2, 1.0, "not supported", ""),
+     (2.0, 1.9, "supported", ""), (2.1, 1.0, "conditional", "memory stays")],
+)  # fmt: skip
+def test_v3(base, above, mem, status, text):
+    m = copy.deepcopy(base["V3"])
+    m["timing"]["time_exponent_above"] = None if above is None else ms(above)
+    m["memory_exponent"] = mem
+    v = verdict("V3", m)
+    assert v.status == status and text in v.label
+
+
 def test_verdicts_are_pure(base):
     """Same metrics in, same verdict out; the metrics are not modified."""
     for cid, m in base.items():

@@ -14,6 +14,8 @@ CLAIM_MODULES = (
     "r1_variable_length",
     "r2_memory",
     "r3_vanishing_gradients",
+    # Part 2 (issue 6)
+    "v3_patch_attention",
     "p3_rnn_params",
     "p4_conv_params",
     "p5_transformer_complexity",
