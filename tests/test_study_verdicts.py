@@ -80,7 +80,7 @@ def test_t1(base, accs, status, text):
 def test_t2(base, ratios, ttt, status, text):
     m = copy.deepcopy(base["T2"])
     m["timing"]["gpt_over_lstm_step"] = [ms(r, 0.05) for r in ratios]
-    m["timing"]["gpt_over_lstm_time_to_target"] = ms(ttt)
+    m["timing"]["gpt_over_lstm_time_to_target"] = [ms(ttt), ms(ttt)]
     v = verdict("T2", m)
     assert v.status == status and text in v.label
 
