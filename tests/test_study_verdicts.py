@@ -227,6 +227,18 @@ def test_v3(base, above, mem, status, text):
     assert v.status == status and text in v.label
 
 
+@pytest.mark.parametrize(
+    "ratios,status,text",
+    [([1.5, 1.3], "supported", ""), ([0.7, 0.8], "conditional", "slower per image"),
+     ([0.95, 1.2], "conditional", "neither is consistently faster")],
+)  # fmt: skip
+def test_v4(base, ratios, status, text):
+    m = copy.deepcopy(base["V4"])
+    m["timing"]["vit_over_cnn_images_per_s"] = [ms(r) for r in ratios]
+    v = verdict("V4", m)
+    assert v.status == status and text in v.label
+
+
 def test_verdicts_are_pure(base):
     """Same metrics in, same verdict out; the metrics are not modified."""
     for cid, m in base.items():

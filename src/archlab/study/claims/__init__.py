@@ -16,6 +16,7 @@ CLAIM_MODULES = (
     "r3_vanishing_gradients",
     # Part 2 (issue 6)
     "v3_patch_attention",
+    "v4_parallel_images",
     "p3_rnn_params",
     "p4_conv_params",
     "p5_transformer_complexity",

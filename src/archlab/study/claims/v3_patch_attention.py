@@ -22,8 +22,15 @@ QUOTE = (
 
 
 def _vit(s: Mapping[str, Any], image: int):
-    return create_model("vit", image_size=image, patch_size=s["patch"], d_model=s["d_model"],
-                        layers=s["layers"], heads=s["heads"], in_channels=1)  # fmt: skip
+    return create_model(
+        "vit",
+        image_size=image,
+        patch_size=s["patch"],
+        d_model=s["d_model"],
+        layers=s["layers"],
+        heads=s["heads"],
+        in_channels=1,
+    )
 
 
 def run(ctx: StudyContext) -> dict[str, Any]:
@@ -59,50 +66,76 @@ def run(ctx: StudyContext) -> dict[str, Any]:
     ]["n_star_dense"]
     above = [j for j, n in enumerate(tokens) if n >= nstar]
     return {
-        "images": s["images"], "patch": s["patch"], "tokens": tokens, "crossover_tokens": nstar,
+        "images": s["images"],
+        "patch": s["patch"],
+        "tokens": tokens,
+        "crossover_tokens": nstar,
         "crossover_image": int(s["patch"] * (nstar - 1) ** 0.5),
-        "flops": flops, "flops_exponent": loglog_slope(tokens, flops),
-        "flops_exponent_above": loglog_slope([tokens[j] for j in above], [flops[j] for j in above]) if len(above) > 1 else None,
-        "saved_bytes": mem, "memory_exponent": loglog_slope(tokens, mem),
+        "flops": flops,
+        "flops_exponent": loglog_slope(tokens, flops),
+        "flops_exponent_above": loglog_slope([tokens[j] for j in above], [flops[j] for j in above])
+        if len(above) > 1
+        else None,
+        "saved_bytes": mem,
+        "memory_exponent": loglog_slope(tokens, mem),
         "timing": {
             "step_s": times,
             "time_exponent": fit_exponent(tokens, times),
-            "time_exponent_above": fit_exponent([tokens[j] for j in above], [[r[j] for j in above] for r in times])
-            if len(above) > 1 else None,
+            "time_exponent_above": fit_exponent(
+                [tokens[j] for j in above], [[r[j] for j in above] for r in times]
+            )
+            if len(above) > 1
+            else None,
         },
-    }  # fmt: skip
+    }
 
 
 def verdict(m: Mapping[str, Any]) -> Verdict:
     t = m["timing"]
     above = t["time_exponent_above"]
-    facts = (f"forward FLOPs (cost engine) grow as N^{m['flops_exponent']:.2f} over N = "
-             f"{m['tokens'][0]}…{m['tokens'][-1]} tokens; measured time N^{t['time_exponent']['mean']:.2f} ± "
-             f"{t['time_exponent']['std']:.2f}; saved-for-backward memory N^{m['memory_exponent']:.2f}. "
-             f"Attention's N²·d term overtakes the N·d² terms at n* = {m['crossover_tokens']} tokens "
-             f"(a {m['crossover_image']} px image at patch {m['patch']}).")  # fmt: skip
+    facts = (
+        f"forward FLOPs (cost engine) grow as N^{m['flops_exponent']:.2f} over N = "
+        f"{m['tokens'][0]}…{m['tokens'][-1]} tokens; measured time N^{t['time_exponent']['mean']:.2f} ± "
+        f"{t['time_exponent']['std']:.2f}; saved-for-backward memory N^{m['memory_exponent']:.2f}. "
+        f"Attention's N²·d term overtakes the N·d² terms at n* = {m['crossover_tokens']} tokens "
+        f"(a {m['crossover_image']} px image at patch {m['patch']})."
+    )
     if above is None:
-        return Verdict("conditional", condition=f"no resolution measured reaches n* = "
-                       f"{m['crossover_tokens']} tokens, where the quadratic term starts to dominate",
-                       reason=facts)  # fmt: skip
+        return Verdict(
+            "conditional",
+            condition=f"no resolution measured reaches n* = "
+            f"{m['crossover_tokens']} tokens, where the quadratic term starts to dominate",
+            reason=facts,
+        )
     facts += f" Above n*: time N^{above['mean']:.2f} ± {above['std']:.2f}."
     if above["mean"] < 1.5:
         return Verdict("not supported", f"time did not grow ~N² even above n*: {facts}")
     if m["memory_exponent"] >= 1.6:
         return Verdict("supported", facts)
-    return Verdict("conditional", condition=f"compute grows ~N^{above['mean']:.1f} beyond "
-                   f"n* = {m['crossover_tokens']} tokens (≈{m['crossover_image']} px at patch "
-                   f"{m['patch']}); memory stays ~linear (N^{m['memory_exponent']:.2f}) with fused "
-                   "attention", reason=facts)  # fmt: skip
+    return Verdict(
+        "conditional",
+        condition=f"compute grows ~N^{above['mean']:.1f} beyond "
+        f"n* = {m['crossover_tokens']} tokens (≈{m['crossover_image']} px at patch "
+        f"{m['patch']}); memory stays ~linear (N^{m['memory_exponent']:.2f}) with fused "
+        "attention",
+        reason=facts,
+    )
 
 
 def tables(m: Mapping[str, Any]) -> list[Table]:
     t = m["timing"]["step_s"]
     base = min(r[0] for r in t)
-    rows = [[img, n, m["flops"][j], m["saved_bytes"][j] / 2**20, min(r[j] for r in t) / base]
-            for j, (img, n) in enumerate(zip(m["images"], m["tokens"], strict=True))]  # fmt: skip
-    return [Table("ViT (1 image): tokens, forward FLOPs, MiB saved for backward, time vs the smallest",
-                  ["image px", "tokens N", "FLOPs", "saved MiB", "time ×"], rows)]  # fmt: skip
+    rows = [
+        [img, n, m["flops"][j], m["saved_bytes"][j] / 2**20, min(r[j] for r in t) / base]
+        for j, (img, n) in enumerate(zip(m["images"], m["tokens"], strict=True))
+    ]
+    return [
+        Table(
+            "ViT (1 image): tokens, forward FLOPs, MiB saved for backward, time vs the smallest",
+            ["image px", "tokens N", "FLOPs", "saved MiB", "time ×"],
+            rows,
+        )
+    ]
 
 
 def figure(m: Mapping[str, Any]) -> bytes:
@@ -164,13 +197,13 @@ CLAIM = register_claim(
                 "passes": 5,
                 "inner": 3,
             },
-        },  # fmt: skip
+        },
         run=run,
         verdict=verdict,
         figure=figure,
         tables=tables,
         timing_verdict=True,
         spread="mean ± std over timing passes",
-    ),  # fmt: skip
+    ),
     __name__,
 )
