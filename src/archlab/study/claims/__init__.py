@@ -24,3 +24,5 @@ CLAIM_MODULES = (
 
 for _name in CLAIM_MODULES:
     import_module(f"{__name__}.{_name}")
+
+__all__ = ["CLAIM_MODULES"]
