@@ -203,6 +203,7 @@ def test_p4(base, torch_numel, status):
         (False, None, None, "supported"),
         (False, 1.8, 1.7, "supported"),
         (False, 1.8, 0.9, "conditional"),
+        (False, 1.8, 2.6, "conditional"),
     ],
 )
 def test_p5(base, mismatch, pred, meas, status):
