@@ -1,0 +1,23 @@
+"""One module per claim of the seed. Importing this package registers them all, in this order.
+
+To add a claim (e.g. Part 2's C1..V4): write ``claims/<id>_<name>.py`` that builds a
+:class:`archlab.study.claim.Claim` and calls ``register_claim(claim, __name__)``, then add the
+module name below. Nothing else changes: the runner, cache, CLI and report pick it up.
+"""
+
+from importlib import import_module
+
+CLAIM_MODULES = (
+    # "t1_long_range",
+    # "t2_parallel_training",
+    "t3_quadratic_attention",
+    # "r1_variable_length",
+    "r2_memory",
+    "r3_vanishing_gradients",
+    "p3_rnn_params",
+    "p4_conv_params",
+    "p5_transformer_complexity",
+)
+
+for _name in CLAIM_MODULES:
+    import_module(f"{__name__}.{_name}")

@@ -1,0 +1,97 @@
+"""P3: the answer sheet's RNN parameter count (input 100, hidden 200) against PyTorch and Keras."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from archlab.study.claim import Claim, Table, Verdict, register_claim
+from archlab.study.claims._engine import rnn_params
+from archlab.study.context import StudyContext
+from archlab.study.plots import subplots, to_png
+
+QUOTE = (
+    "Input-to-hidden weight matrix (W_ih) of shape (hidden_dim, input_dim) … Hidden-to-hidden "
+    "weight matrix (W_hh): of shape (hidden_dim, hidden_dim) … Bias term for hidden state (b_hh) … "
+    "Total: 20,000 + 40,000 + 200 = 60,200"
+)
+SEED_ANSWER = 60_200
+
+
+def run(ctx: StudyContext) -> dict[str, Any]:
+    i, h = ctx.sizes["input_size"], ctx.sizes["hidden_size"]
+    engine = rnn_params(i, h)
+    layer = nn.RNN(i, h)  # the real layer: count what PyTorch allocates
+    return {
+        "input_size": i, "hidden_size": h, "seed_answer": SEED_ANSWER, "engine": engine["engine"],
+        "engine_keras": engine["keras"], "engine_pytorch": engine["pytorch"],
+        "torch_numel": sum(p.numel() for p in layer.parameters()),
+        "torch_tensors": {n: list(p.shape) for n, p in layer.named_parameters()},
+    }  # fmt: skip
+
+
+def verdict(m: Mapping[str, Any]) -> Verdict:
+    seed, keras, pt = m["seed_answer"], m["engine_keras"], m["torch_numel"]
+    if m["engine_pytorch"] != pt:
+        return Verdict("not supported", f"the engine's PyTorch count {m['engine_pytorch']:,} "
+                       f"disagrees with nn.RNN's numel {pt:,}; the derivation is wrong")  # fmt: skip
+    if seed == keras == pt:
+        return Verdict("supported", f"{seed:,} under both conventions")
+    if seed == keras:
+        return Verdict(
+            "conditional",
+            condition=f"{seed:,} holds for Keras SimpleRNN (one bias); PyTorch nn.RNN has {pt:,}",
+            reason=f"the sheet counts one bias vector. PyTorch keeps two (b_ih and b_hh), adding "
+            f"{pt - keras:,} parameters — measured as sum(p.numel()) of nn.RNN"
+            f"({m['input_size']}, {m['hidden_size']}).",
+        )
+    return Verdict("not supported", f"the sheet says {seed:,}; Keras gives {keras:,} and PyTorch {pt:,}")
+
+
+def tables(m: Mapping[str, Any]) -> list[Table]:
+    rows = [["the answer sheet", m["seed_answer"]], [f"cost engine, Keras ({m['engine']})", m["engine_keras"]],
+            ["cost engine, PyTorch", m["engine_pytorch"]], ["nn.RNN sum(p.numel())", m["torch_numel"]]]  # fmt: skip
+    shapes = [[k, "×".join(map(str, v)), _prod(v)] for k, v in m["torch_tensors"].items()]
+    return [Table("Parameters (count)", ["source", "params"], rows),
+            Table("PyTorch's tensors", ["tensor", "shape", "params"], shapes)]  # fmt: skip
+
+
+def _prod(shape: list[int]) -> int:
+    out = 1
+    for s in shape:
+        out *= s
+    return out
+
+
+def figure(m: Mapping[str, Any]) -> bytes:
+    fig, (ax,) = subplots(width=6, height=2.8)
+    names = ["W_ih", "W_hh", "b_ih", "b_hh"]
+    vals = [_prod(m["torch_tensors"][f"{n.lower().replace('w_', 'weight_').replace('b_', 'bias_')}_l0"])
+            for n in names]  # fmt: skip
+    left = 0
+    for name, v in zip(names, vals, strict=True):
+        ax.barh(["PyTorch"], [v], left=left, label=name)
+        left += v
+    left = 0
+    for name, v in zip(names[:2] + ["bias"], vals[:2] + [vals[3]], strict=True):
+        ax.barh(["sheet / Keras"], [v], left=left, hatch="//" if name == "bias" else None)
+        left += v
+    ax.set_xlabel("parameters")
+    ax.legend(ncol=4, fontsize=8, loc="lower right")
+    ax.set_title("RNN 100→200: where the parameters are")
+    return to_png(fig)
+
+
+CLAIM = register_claim(
+    Claim(
+        id="P3", part=3, title="RNN layer parameter count", subject="Part 3", seed_quote=QUOTE,
+        method="Counts the parameters of a vanilla RNN layer (input 100, hidden 200) three ways: the "
+        "sheet's sum, the cost engine under the Keras and PyTorch conventions, and sum(p.numel()) "
+        "of a real torch.nn.RNN.",
+        sizes={p: {"input_size": 100, "hidden_size": 200} for p in ("tiny", "quick", "full")},
+        run=run, verdict=verdict, figure=figure, tables=tables, spread="exact (no randomness)",
+    ),  # fmt: skip
+    __name__,
+)

@@ -1,0 +1,55 @@
+"""What an experiment sees: its sizes, seeds, device, data, progress bars and its dependencies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudyContext:
+    claim_id: str
+    profile: str
+    seeds: list[int]
+    sizes: Mapping[str, Any]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    show_progress: bool = True
+    # Metrics of the claims listed in Claim.requires (filled by the runner before run()).
+    deps: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Loads the text corpus once per study run; returns (text, description dict).
+    text_loader: Callable[[], tuple[str, dict[str, Any]]] | None = None
+
+    def progress(self, iterable: Iterable | None = None, total: int | None = None, desc: str = ""):
+        """A tqdm bar on stderr (one per experiment); silent when progress is off (tests)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            iterable,
+            total=total,
+            desc=f"{self.claim_id} {desc}".strip(),
+            disable=not self.show_progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def result_of(self, claim_id: str) -> Mapping[str, Any]:
+        if claim_id not in self.deps:
+            raise KeyError(f"{self.claim_id} reads {claim_id} but does not list it in requires")
+        return self.deps[claim_id]
+
+    def text(self) -> tuple[str, dict[str, Any]]:
+        """(corpus text, {"source": ..., "path": ..., "chars": ...})."""
+        if self.text_loader is None:
+            from archlab.study.textdata import load_text
+
+            self.text_loader = load_text
+        return self.text_loader()
+
+
+__all__ = ["StudyContext"]

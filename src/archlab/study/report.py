@@ -1,0 +1,96 @@
+"""Render results.json into report.md (+ figures/*.png) and one self-contained report.html.
+
+Figures are drawn at render time from each claim's metrics by the claim's own ``figure`` function,
+so a report can always be rebuilt from results.json alone. The HTML embeds them as base64 PNG and
+inlines its CSS: no scripts, no network (a student can mail the file).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from archlab.study.claim import Table, ledger
+
+log = logging.getLogger(__name__)
+
+
+def fmt(value: Any) -> str:
+    """Numbers for people: ints with thousands separators, floats to 3 significant digits."""
+    if isinstance(value, bool) or value is None:
+        return "—" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        if value == 0 or 1e-3 <= abs(value) < 1e6:
+            return f"{value:,.3g}" if abs(value) >= 1000 else f"{value:.3g}"
+        return f"{value:.2e}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt(v) for v in value)
+    return str(value)
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("archlab.study", "templates"),
+        autoescape=jinja2.select_autoescape(["html.j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["fmt"] = fmt
+    return env
+
+
+def _views(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per claim: the stored entry plus its tables and figure (drawn from the metrics)."""
+    claims = {c.id: c for c in ledger()}
+    views = []
+    for entry in results["claims"]:
+        claim = claims.get(entry["id"])
+        tables: list[Table] = []
+        png: bytes | None = None
+        if claim is not None:
+            tables = claim.tables(entry["metrics"])
+            try:
+                png = claim.figure(entry["metrics"])
+            except Exception:  # a figure must never lose the numbers: report without it
+                log.exception("figure for %s failed", entry["id"])
+        views.append({**entry, "tables": tables, "png": png})
+    return views
+
+
+def render_markdown(results: Mapping[str, Any], views: list[dict] | None = None) -> str:
+    views = _views(results) if views is None else views
+    return _env().get_template("report.md.j2").render(r=results, claims=views)
+
+
+def render_html(results: Mapping[str, Any], views: list[dict] | None = None) -> str:
+    views = _views(results) if views is None else views
+    views = [{**v, "png_b64": base64.b64encode(v["png"]).decode() if v["png"] else None}
+             for v in views]  # fmt: skip
+    return _env().get_template("report.html.j2").render(r=results, claims=views)
+
+
+def write_reports(results: Mapping[str, Any], out: Path) -> None:
+    from archlab.study.runner import write_atomic
+
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    views = _views(results)
+    for v in views:
+        if v["png"]:
+            write_atomic(fig_dir / f"{v['id']}.png", v["png"])
+    write_atomic(out / "report.md", render_markdown(results, views))
+    write_atomic(out / "report.html", render_html(results, views))
+
+
+__all__ = ["fmt", "render_html", "render_markdown", "write_reports"]
