@@ -59,6 +59,13 @@ class LayerCost:
     complexity: str | None = None  # "O(...)", sympy-parsable inside the parentheses
     convention_diffs: list[ConventionDiff] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The layer's own symbols: {"h": {"meaning": "hidden_size", "value": 200}} (value None when
+    # a size was not given); every formula string above is written in them.
+    symbols: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Tensors saved for backward behind activation_bytes: {name, formula, elements, bytes}.
+    saved: list[dict[str, Any]] = field(default_factory=list)
+    # Layer-specific results, e.g. a Transformer's crossover length n* (see the formulas).
+    derived: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
