@@ -17,6 +17,10 @@ CLAIM_MODULES = (
     "p3_rnn_params",
     "p4_conv_params",
     "p5_transformer_complexity",
+    "c1_hierarchical_features",
+    "c2_parameter_efficiency",
+    "c3_translation_invariance",
+    "v1_global_view",
 )
 
 for _name in CLAIM_MODULES:
