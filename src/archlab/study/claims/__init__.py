@@ -20,7 +20,11 @@ CLAIM_MODULES = (
     "c1_hierarchical_features",
     "c2_parameter_efficiency",
     "c3_translation_invariance",
+    "c4_global_context",
     "v1_global_view",
+    "v2_data_efficiency",
+    "v3_quadratic_patches",
+    "v4_parallel_processing",
 )
 
 for _name in CLAIM_MODULES:

@@ -150,7 +150,7 @@ CLAIM = register_claim(
         "shift is 29% of the frame); full: 28 px and 2,000 test images.",
         sizes={
             "tiny": run_sizes("tiny", shifts=[1, 2], eval_images=64),
-            "quick": run_sizes("quick", shifts=[1, 2, 3, 4], eval_images=1000),
+            "quick": run_sizes("quick", shifts=[1, 2, 3, 4], eval_images=500),
             "full": run_sizes("full", shifts=[1, 2, 3, 4], eval_images=2000),
         },  # fmt: skip
         run=run, verdict=verdict, figure=figure, tables=tables, trains=True,

@@ -22,6 +22,7 @@ QUOTE = (
     "as a whole."
 )
 GLOBAL = 0.5  # a head "looks globally" when its distance is >= half that of uniform attention
+MOVED = 0.05  # heads within this fraction of the uniform distance of their init have not learned
 
 
 @torch.no_grad()
@@ -70,6 +71,16 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
     if not any(beyond):
         return Verdict("not supported", f"no trained ViT head looks farther than a CNN at the same "
                        f"depth ({facts})")  # fmt: skip
+    moved = max(abs(h["mean"] - m["distance_init"][i]["mean"]) for i, layer in
+                enumerate(m["distance"]) for h in layer) / m["uniform"]  # fmt: skip
+    if moved < MOVED:
+        return Verdict(
+            "conditional",
+            condition=f"every patch is reachable, but the trained heads still attend as at "
+            f"initialization (within {moved:.0%} of their initial distance, ≈ uniform): at this "
+            "budget the global reach is structural, not a learned use of distant patches",
+            reason=facts,
+        )
     if all(beyond) and far[0] >= GLOBAL * m["uniform"]:
         return Verdict("supported", f"already in layer 1 a head attends across the image (mean "
                        f"distance {far[0]:.1f} px, {far[0] / m['uniform']:.0%} of uniform) while a "
