@@ -102,4 +102,21 @@ def text_run(arch: str, pos: str, seed: int, sizes: Mapping[str, Any], bar=None)
     return out
 
 
-__all__ = ["ARCH_LABELS", "TEXT_RUNS", "corpus_for", "lm_loss", "text_run", "train_loop"]
+
+
+def per_position_loss(run: Mapping[str, Any], length: int, batches: int, batch: int, seed: int) -> list[float]:
+    """Mean validation cross-entropy (nats/char) at each position 0..length-1 of fresh windows:
+    position t is predicted from t+1 characters of context."""
+    corpus, model = run["corpus"], run["model"]
+    gen = torch.Generator().manual_seed(20_000 + seed)
+    total = torch.zeros(length)
+    with torch.no_grad():
+        for _ in range(batches):
+            x, y = corpus.batch("val", batch, length, gen)  # (B, T)
+            logits = model(x)  # (B, T, V)
+            total += F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(0)  # (T,)
+    return (total / batches).tolist()
+
+
+__all__ = ["ARCH_LABELS", "TEXT_RUNS", "corpus_for", "lm_loss", "per_position_loss", "text_run",
+           "train_loop"]  # fmt: skip

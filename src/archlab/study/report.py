@@ -34,6 +34,8 @@ def fmt(value: Any) -> str:
         return f"{value:.2e}"
     if isinstance(value, (list, tuple)):
         return ", ".join(fmt(v) for v in value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={fmt(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
@@ -50,7 +52,7 @@ def _env() -> jinja2.Environment:
     return env
 
 
-def _views(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+def claim_views(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per claim: the stored entry plus its tables and figure (drawn from the metrics)."""
     claims = {c.id: c for c in ledger()}
     views = []
@@ -69,12 +71,12 @@ def _views(results: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def render_markdown(results: Mapping[str, Any], views: list[dict] | None = None) -> str:
-    views = _views(results) if views is None else views
+    views = claim_views(results) if views is None else views
     return _env().get_template("report.md.j2").render(r=results, claims=views)
 
 
 def render_html(results: Mapping[str, Any], views: list[dict] | None = None) -> str:
-    views = _views(results) if views is None else views
+    views = claim_views(results) if views is None else views
     views = [{**v, "png_b64": base64.b64encode(v["png"]).decode() if v["png"] else None}
              for v in views]  # fmt: skip
     return _env().get_template("report.html.j2").render(r=results, claims=views)
@@ -84,8 +86,8 @@ def write_reports(results: Mapping[str, Any], out: Path) -> None:
     from archlab.study.runner import write_atomic
 
     fig_dir = out / "figures"
-    fig_dir.mkdir(exist_ok=True)
-    views = _views(results)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    views = claim_views(results)
     for v in views:
         if v["png"]:
             write_atomic(fig_dir / f"{v['id']}.png", v["png"])
@@ -93,4 +95,4 @@ def write_reports(results: Mapping[str, Any], out: Path) -> None:
     write_atomic(out / "report.html", render_html(results, views))
 
 
-__all__ = ["fmt", "render_html", "render_markdown", "write_reports"]
+__all__ = ["claim_views", "fmt", "render_html", "render_markdown", "write_reports"]

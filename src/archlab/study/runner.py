@@ -44,8 +44,14 @@ class StudyOptions:
     use_cache: bool = True
     progress: bool = True
     device: str = "cpu"
+    # torch intra-op threads. None: 1 for tiny/quick (the models are small; on a loaded 2-core
+    # machine 2 spinning OpenMP threads made training 25x slower than 1, measured), torch's default
+    # for full.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ArchlabError(f"--threads must be >= 1, got {self.threads}")
         if self.profile not in PROFILES:
             raise ArchlabError(f"unknown profile {self.profile!r}; valid: {', '.join(PROFILES)}")
         if self.seeds < 1:
@@ -68,7 +74,7 @@ def claim_key(claim: Claim, opts: StudyOptions, dep_keys: Mapping[str, str]) -> 
     blob = json.dumps(
         {"src": _source_hash(claim), "profile": opts.profile, "sizes": claim.sizes[opts.profile],
          "seeds": opts.seeds, "torch": torch.__version__, "device": opts.device,
-         "deps": dict(dep_keys)},  # fmt: skip
+         "deps": dict(dep_keys), "threads": torch.get_num_threads()},  # fmt: skip
         sort_keys=True,
         default=str,
     )
@@ -138,6 +144,16 @@ def _run_claim(claim: Claim, opts: StudyOptions, deps: dict[str, Mapping[str, An
 
 def run_study(opts: StudyOptions) -> dict[str, Any]:
     """Run (or read from cache) the selected claims; write results.json, report.md, report.html."""
+    previous_threads = torch.get_num_threads()
+    threads = opts.threads or (previous_threads if opts.profile == "full" else 1)
+    torch.set_num_threads(threads)
+    try:
+        return _run_study(opts, threads)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_study(opts: StudyOptions, threads: int) -> dict[str, Any]:
     from archlab.study.report import write_reports
 
     claims = ledger()
@@ -179,7 +195,7 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
         "profile": opts.profile,
         "seeds": list(range(opts.seeds)),
         "device": opts.device,
-        "machine": machine(),
+        "machine": {**machine(), "torch_threads": threads},
         "data": load_text()[1],
         "claims": [entries[c.id] for c in claims if c.id in entries],
         "not_run": [c.id for c in claims if c.id not in entries],

@@ -8,10 +8,10 @@ module name below. Nothing else changes: the runner, cache, CLI and report pick 
 from importlib import import_module
 
 CLAIM_MODULES = (
-    # "t1_long_range",
-    # "t2_parallel_training",
+    "t1_long_range",
+    "t2_parallel_training",
     "t3_quadratic_attention",
-    # "r1_variable_length",
+    "r1_variable_length",
     "r2_memory",
     "r3_vanishing_gradients",
     "p3_rnn_params",

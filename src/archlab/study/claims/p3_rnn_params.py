@@ -86,7 +86,7 @@ def figure(m: Mapping[str, Any]) -> bytes:
 
 CLAIM = register_claim(
     Claim(
-        id="P3", part=3, title="RNN layer parameter count", subject="Part 3", seed_quote=QUOTE,
+        id="P3", part=3, title="RNN layer parameter count", subject="RNN layer", seed_quote=QUOTE,
         method="Counts the parameters of a vanilla RNN layer (input 100, hidden 200) three ways: the "
         "sheet's sum, the cost engine under the Keras and PyTorch conventions, and sum(p.numel()) "
         "of a real torch.nn.RNN.",

@@ -55,7 +55,7 @@ def figure(m: Mapping[str, Any]) -> bytes:
 
 CLAIM = register_claim(
     Claim(
-        id="P4", part=4, title="Conv layer parameter count", subject="Part 4", seed_quote=QUOTE,
+        id="P4", part=4, title="Conv layer parameter count", subject="Conv layer", seed_quote=QUOTE,
         method="Counts the parameters of a 3→64 channel, 3×3 convolution: the sheet's sum, the cost "
         "engine, and sum(p.numel()) of a real torch.nn.Conv2d.",
         sizes={p: {"in_channels": 3, "out_channels": 64, "kernel_size": 3}

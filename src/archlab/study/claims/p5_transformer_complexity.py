@@ -113,7 +113,7 @@ def figure(m: Mapping[str, Any]) -> bytes:
 _CONFIGS = [[16, 8, 1], [64, 16, 1], [64, 16, 2], [256, 32, 1], [128, 64, 3], [512, 16, 2]]
 CLAIM = register_claim(
     Claim(
-        id="P5", part=5, title="Transformer layer complexity", subject="Part 5", seed_quote=QUOTE,
+        id="P5", part=5, title="Transformer layer complexity", subject="Transformer layer", seed_quote=QUOTE,
         method="The sheet's formulas are blank; the standard answer is O(n²·d) for the scores and "
         "for scores×V, O(n·d²) for the projections and the feed-forward layer, O(L·(n²·d + n·d²)) "
         "for L layers. We count a real pre-LN layer's forward FLOPs with torch's FlopCounterMode at "
