@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from archlab.models import create_model
+from archlab.models.vit import ViT
 from archlab.study.claim import Claim, Table, Verdict, register_claim
 from archlab.study.context import StudyContext
 from archlab.study.measure import mean_std, sweep_times
@@ -25,10 +26,13 @@ FASTER, SLOWER = 1.1, 0.9  # throughput ratios (ViT / CNN) that count as faster 
 
 def forward_flops(model, x: torch.Tensor) -> int:
     """Forward FLOPs per image counted by PyTorch's FlopCounterMode (2 per multiply-add, matmuls
-    and convolutions; pointwise ops are not counted, for both models alike)."""
+    and convolutions; pointwise ops are not counted, for both models alike). A ViT is counted on
+    its explicit-attention path: FlopCounterMode has no formula for the CPU fused attention kernel
+    and would silently count QKᵀ and AV as zero (the same products, so the same FLOPs)."""
     model.eval()
+    kw = {"return_attn": True} if isinstance(model, ViT) else {}
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(x)
+        model(x, **kw)
     return fc.get_total_flops() // x.shape[0]
 
 
