@@ -59,11 +59,15 @@ def test_claim_runs_at_tiny_size(tiny, cid):
 
 
 def test_tiny_metrics_hold_their_invariants(tiny):
-    assert all(r["conv_params"] == 1_792 for r in tiny["C2"]["conv_vs_dense"])  # k²·C_in·C_out + C_out
+    assert all(
+        r["conv_params"] == 1_792 for r in tiny["C2"]["conv_vs_dense"]
+    )  # k²·C_in·C_out + C_out
     circ = tiny["C3"]["models"]["cnn-circular"]["circular"]["consistency"]
     assert all(c["mean"] == 1.0 for c in circ)  # exact symmetry, every seed
     assert tiny["C1"]["rf"] == [3, 8, 18]
-    assert all(e["mean"] <= r for e, r in zip(tiny["C1"]["erf"]["trained"], tiny["C1"]["rf"]))
+    assert all(
+        e["mean"] <= r for e, r in zip(tiny["C1"]["erf"]["trained"], tiny["C1"]["rf"], strict=True)
+    )
     assert tiny["V3"]["memory_exponent"]["fused"] == pytest.approx(1.0, abs=0.05)
     assert tiny["V4"]["flops_ratio"] == pytest.approx(1.0, abs=0.35)
 
@@ -87,7 +91,9 @@ def test_gradient_support_never_exceeds_the_theoretical_field():
     for row, e in zip(rows, effective_rf(cnn, torch.randn(4, 1, 24, 24)), strict=True):
         g = torch.tensor(e["grad"])
         ys, xs = torch.nonzero(g, as_tuple=True)
-        assert int(ys.max() - ys.min()) + 1 <= row["rf"] and int(xs.max() - xs.min()) + 1 <= row["rf"]
+        assert (
+            int(ys.max() - ys.min()) + 1 <= row["rf"] and int(xs.max() - xs.min()) + 1 <= row["rf"]
+        )
         assert e["erf"] <= row["rf"]
     # and the field is reached: the last layer's gradient spans its full theoretical width
     assert int(xs.max() - xs.min()) + 1 == rows[-1]["rf"]
@@ -100,7 +106,9 @@ def test_consistency_is_exact_for_the_circular_cnn_and_not_for_max_pooling():
                         padding_mode="circular").eval()  # fmt: skip
     gen = torch.Generator().manual_seed(0)
     assert c3.consistency(circ, x, y, 3, "circular", 0.0, gen)["consistency"] == 1.0
-    pooled = create_model("cnn", image_size=12, channels=(8, 8), convs_per_stage=1, pool="max").eval()
+    pooled = create_model(
+        "cnn", image_size=12, channels=(8, 8), convs_per_stage=1, pool="max"
+    ).eval()
     assert c3.consistency(pooled, x, y, 3, "circular", 0.0, gen)["consistency"] < 1.0
 
 
@@ -199,7 +207,11 @@ def _c2(accs: dict, conv=(1792, 1792)):
 
 
 def test_c2_verdicts():
-    good = {"cnn": [(0.5, 1000, 0.8), (1, 4000, 0.85)], "vit": [(1, 5000, 0.6)], "mlp": [(1, 4000, 0.7)]}
+    good = {
+        "cnn": [(0.5, 1000, 0.8), (1, 4000, 0.85)],
+        "vit": [(1, 5000, 0.6)],
+        "mlp": [(1, 4000, 0.7)],
+    }
     assert c2.verdict(_c2(good)).status == "supported"
     bad = {"cnn": [(1, 4000, 0.6)], "vit": [(1, 4000, 0.7)], "mlp": [(1, 1000, 0.8)]}
     assert c2.verdict(_c2(bad)).status == "not supported"
@@ -212,7 +224,10 @@ def test_c2_verdicts():
 
 def _c3(pooled: float, circ_roll: float):
     def model(roll: float, zero: float):
-        return {"circular": {"consistency": [ms(roll)] * 2}, "zero-fill": {"consistency": [ms(zero)] * 2}}
+        return {
+            "circular": {"consistency": [ms(roll)] * 2},
+            "zero-fill": {"consistency": [ms(zero)] * 2},
+        }
 
     return {"shifts": [1, 4], "models": {"cnn": model(pooled, pooled),
             "cnn-circular": model(circ_roll, 0.8), "vit": model(0.5, 0.5)}}  # fmt: skip

@@ -47,8 +47,13 @@ def depth_features(model, x: torch.Tensor, grid: int) -> list[torch.Tensor]:
 
 
 def probe_all(model, d: Mapping[str, torch.Tensor], s: Mapping[str, Any], k: int) -> list[float]:
-    tr, te = depth_features(model, d["x_tr"], s["probe_grid"]), depth_features(model, d["x_te"], s["probe_grid"])
-    return [ridge_probe(a, d["y_tr"], b, d["y_te"], s["ridge"], k) for a, b in zip(tr, te, strict=True)]
+    tr, te = (
+        depth_features(model, d["x_tr"], s["probe_grid"]),
+        depth_features(model, d["x_te"], s["probe_grid"]),
+    )
+    return [
+        ridge_probe(a, d["y_tr"], b, d["y_te"], s["ridge"], k) for a, b in zip(tr, te, strict=True)
+    ]
 
 
 def run(ctx: StudyContext) -> dict[str, Any]:
@@ -58,7 +63,9 @@ def run(ctx: StudyContext) -> dict[str, Any]:
     d = {"x_tr": x_tr, "y_tr": y_tr, "x_te": data.test_x[: s["probe_test"]],
          "y_te": data.test_y[: s["probe_test"]]}  # fmt: skip
     k = int(data.train_y.max()) + 1
-    pix = ridge_probe(d["x_tr"].flatten(1), d["y_tr"], d["x_te"].flatten(1), d["y_te"], s["ridge"], k)
+    pix = ridge_probe(
+        d["x_tr"].flatten(1), d["y_tr"], d["x_te"].flatten(1), d["y_te"], s["ridge"], k
+    )
     bar = ctx.progress(total=len(ctx.seeds) * s["steps"], desc="train cnn/probe")
     probes: dict[str, list] = {"trained": [], "init": []}
     erf: dict[str, list] = {"trained": [], "init": []}
@@ -141,7 +148,9 @@ def figure(m: Mapping[str, Any]) -> bytes:
     for i, f in enumerate(w):
         r, c = divmod(i, cols)
         f = f.reshape(k, k)
-        grid[r * (k + 1) : r * (k + 1) + k, c * (k + 1) : c * (k + 1) + k] = f / (abs(f).max() + 1e-12)
+        grid[r * (k + 1) : r * (k + 1) + k, c * (k + 1) : c * (k + 1) + k] = f / (
+            abs(f).max() + 1e-12
+        )
     a0.imshow(grid, cmap="RdBu_r", vmin=-1, vmax=1)
     a0.set_title(f"first-layer filters ({k}×{k})")
     a0.axis("off")
@@ -167,7 +176,11 @@ def figure(m: Mapping[str, Any]) -> bytes:
 
 CLAIM = register_claim(
     Claim(
-        id="C1", part=2, title="Hierarchical features", subject="CNN", seed_quote=QUOTE,
+        id="C1",
+        part=2,
+        title="Hierarchical features",
+        subject="CNN",
+        seed_quote=QUOTE,
         method="Uses the shared trained CNNs (three 3×3 conv layers with max-pooling, 3 seeds). "
         "Shows the first-layer filters; fits a linear probe (closed-form ridge regression on one-hot "
         "labels) on the frozen output of every conv layer, average-pooled to 2×2, and compares it "
@@ -177,14 +190,39 @@ CLAIM = register_claim(
         "that probe accuracy grow with depth and that training, not only architecture, cause it. "
         "Quick: 14 px, 2,000 probe-training images; full: 28 px, 10,000, wider CNN.",
         sizes={
-            "tiny": run_sizes("tiny", probe_train=200, probe_test=100, probe_grid=2, ridge=1e-2,
-                              erf_images=8, erf_mass=0.9),
-            "quick": run_sizes("quick", probe_train=2000, probe_test=1000, probe_grid=2,
-                               ridge=1e-3, erf_images=64, erf_mass=0.9),
-            "full": run_sizes("full", probe_train=10000, probe_test=5000, probe_grid=2,
-                              ridge=1e-3, erf_images=256, erf_mass=0.9),
+            "tiny": run_sizes(
+                "tiny",
+                probe_train=200,
+                probe_test=100,
+                probe_grid=2,
+                ridge=1e-2,
+                erf_images=8,
+                erf_mass=0.9,
+            ),
+            "quick": run_sizes(
+                "quick",
+                probe_train=2000,
+                probe_test=1000,
+                probe_grid=2,
+                ridge=1e-3,
+                erf_images=64,
+                erf_mass=0.9,
+            ),
+            "full": run_sizes(
+                "full",
+                probe_train=10000,
+                probe_test=5000,
+                probe_grid=2,
+                ridge=1e-3,
+                erf_images=256,
+                erf_mass=0.9,
+            ),
         },  # fmt: skip
-        run=run, verdict=verdict, figure=figure, tables=tables, trains=True,
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
+        trains=True,
         spread="mean ± std over seeds (sample std); bands min–max",
     ),  # fmt: skip
     __name__,

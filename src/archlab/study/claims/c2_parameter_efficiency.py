@@ -138,7 +138,11 @@ def figure(m: Mapping[str, Any]) -> bytes:
 _ENGINE = {"c_in": 3, "c_out": 64, "k": 3}  # the seed's Part 4 layer
 CLAIM = register_claim(
     Claim(
-        id="C2", part=2, title="Parameter efficiency", subject="CNN", seed_quote=QUOTE,
+        id="C2",
+        part=2,
+        title="Parameter efficiency",
+        subject="CNN",
+        seed_quote=QUOTE,
         method="Trains a CNN, a ViT and an MLP at two widths each on the same images with the same "
         "budget (steps × batch, AdamW, no augmentation), 3 seeds each, and compares test accuracy "
         "against parameter count: a model is beaten when another architecture reaches higher mean "
@@ -147,14 +151,22 @@ CLAIM = register_claim(
         "grows with the pixel count squared. Quick: Fashion-MNIST downsampled to 14 px, 4,000 "
         "training images, 200 steps; full: 28 px, all 54,000 images, 3,000 steps, three widths.",
         sizes={
-            "tiny": run_sizes("tiny", scales=[0.5, 1.0], image_sizes=[8, 32],
-                              engine_layer=_ENGINE),
-            "quick": run_sizes("quick", scales=[0.5, 1.0], image_sizes=[14, 28, 56, 112, 224],
-                               engine_layer=_ENGINE),
-            "full": run_sizes("full", scales=[0.5, 1.0, 2.0], image_sizes=[14, 28, 56, 112, 224],
-                              engine_layer=_ENGINE),
+            "tiny": run_sizes("tiny", scales=[0.5, 1.0], image_sizes=[8, 32], engine_layer=_ENGINE),
+            "quick": run_sizes(
+                "quick", scales=[0.5, 1.0], image_sizes=[14, 28, 56, 112, 224], engine_layer=_ENGINE
+            ),
+            "full": run_sizes(
+                "full",
+                scales=[0.5, 1.0, 2.0],
+                image_sizes=[14, 28, 56, 112, 224],
+                engine_layer=_ENGINE,
+            ),
         },  # fmt: skip
-        run=run, verdict=verdict, figure=figure, tables=tables, trains=True,
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
+        trains=True,
         spread="mean ± std over seeds (sample std); min–max shown",
     ),  # fmt: skip
     __name__,

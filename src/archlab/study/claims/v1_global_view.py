@@ -129,7 +129,11 @@ def figure(m: Mapping[str, Any]) -> bytes:
 
 CLAIM = register_claim(
     Claim(
-        id="V1", part=2, title="Global view", subject="Transformer", seed_quote=QUOTE,
+        id="V1",
+        part=2,
+        title="Global view",
+        subject="Transformer",
+        seed_quote=QUOTE,
         method="For the shared trained ViTs (3 seeds) computes the mean attention distance of every "
         "head in every layer, as in the ViT paper (Fig. 7): the attention-weighted pixel distance "
         "between query and key patch centres, averaged over test images. It is compared with the "
@@ -141,7 +145,11 @@ CLAIM = register_claim(
             "quick": run_sizes("quick", eval_images=500),
             "full": run_sizes("full", eval_images=2000),
         },  # fmt: skip
-        run=run, verdict=verdict, figure=figure, tables=tables, trains=True,
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
+        trains=True,
         spread="mean ± std over seeds (sample std)",
     ),  # fmt: skip
     __name__,

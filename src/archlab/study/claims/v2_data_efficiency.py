@@ -58,7 +58,9 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
              f"{g1['mean']:+.3f} ± {g1['std']:.3f} at {n1:,}; trend {slope['mean']:+.3f} ± "
              f"{slope['std']:.3f} per tenfold data (same {m['steps']} steps × {m['batch']} for all)")  # fmt: skip
     if g0["mean"] <= 0:
-        return Verdict("not supported", f"the ViT is as accurate as the CNN with little data: {facts}")
+        return Verdict(
+            "not supported", f"the ViT is as accurate as the CNN with little data: {facts}"
+        )
     if slope["mean"] < 0 and g1["mean"] < g0["mean"]:
         return Verdict("supported", f"the CNN's lead is largest with the least data and shrinks as "
                        f"data grows: {facts}")  # fmt: skip
@@ -107,20 +109,27 @@ def _sizes(profile: str, train_sizes: list[int | None]) -> dict[str, Any]:
 
 CLAIM = register_claim(
     Claim(
-        id="V2", part=2, title="Inductive bias and data efficiency", subject="Transformer",
+        id="V2",
+        part=2,
+        title="Inductive bias and data efficiency",
+        subject="Transformer",
         seed_quote=QUOTE,
         method="Trains the CNN and the ViT on nested, class-balanced training subsets of growing "
         "size with the same budget (steps × batch, AdamW, no augmentation), 3 seeds each, and "
         "tracks the CNN − ViT test-accuracy gap and its trend per tenfold data (a least-squares "
         "slope per seed). The claim predicts a gap that is largest with little data and closes "
-        "with more. Quick: 14 px, 500–4,000 images, 200 steps; full: 28 px, 500 to all 54,000, "
-        "3,000 steps (what ‘sufficient data’ needs — ImageNet-scale — is out of reach on a CPU).",
+        "with more. Quick: 14 px, 500, 1,500 and 4,000 images, 200 steps; full: 28 px, four "
+        "sizes from 500 to all 54,000, 3,000 steps (what ‘sufficient data’ needs — ImageNet-scale — is out of reach on a CPU).",
         sizes={
             "tiny": _sizes("tiny", [60, 300]),
             "quick": _sizes("quick", [500, 1500, 4000]),
             "full": _sizes("full", [500, 2000, 8000, None]),
         },  # fmt: skip
-        run=run, verdict=verdict, figure=figure, tables=tables, trains=True,
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
+        trains=True,
         spread="mean ± std over seeds (gap paired by seed); bands min–max",
     ),  # fmt: skip
     __name__,

@@ -124,7 +124,11 @@ def tables(m: Mapping[str, Any]) -> list[Table]:
              m["saved_bytes"]["materialized"][j] / 2**20, min(rr[j] for rr in t) / base]
             for j, (r, n) in enumerate(zip(m["resolutions"], m["patches"], strict=True))]  # fmt: skip
     fits = []
-    for key, label in (("exponent_below", "n ≤ n*"), ("exponent_above", "n ≥ n*"), ("exponent_all", "all n")):
+    for key, label in (
+        ("exponent_below", "n ≤ n*"),
+        ("exponent_above", "n ≥ n*"),
+        ("exponent_all", "all n"),
+    ):
         e = m["timing"][key]
         if e:
             fits.append([f"time, {label}", f"{e['mean']:.2f} ± {e['std']:.2f}"])
@@ -149,9 +153,13 @@ def figure(m: Mapping[str, Any]) -> bytes:
     a1.plot(m["patches"], [min(r[j] for r in t) for j in range(len(m["patches"]))], "o-",
             label="measured (min of repeats)")  # fmt: skip
     scale = min(r[-1] for r in t) / m["engine_flops"][-1]
-    a1.plot(m["patches"], [f * scale for f in m["engine_flops"]], "--", label="engine FLOPs (scaled)")
+    a1.plot(
+        m["patches"], [f * scale for f in m["engine_flops"]], "--", label="engine FLOPs (scaled)"
+    )
     for p in PATHS:
-        a2.plot(m["patches"], [b / 2**20 for b in m["saved_bytes"][p]], "o-", label=f"{p} attention")
+        a2.plot(
+            m["patches"], [b / 2**20 for b in m["saved_bytes"][p]], "o-", label=f"{p} attention"
+        )
     for ax, yl, title in ((a1, "seconds per step", "Training step time"),
                           (a2, "MiB saved for backward", "Activation memory")):  # fmt: skip
         ax.axvline(m["n_star"], color="gray", ls=":", label="n* (engine)")
@@ -166,7 +174,11 @@ def figure(m: Mapping[str, Any]) -> bytes:
 
 CLAIM = register_claim(
     Claim(
-        id="V3", part=2, title="Quadratic cost in patches", subject="Transformer", seed_quote=QUOTE,
+        id="V3",
+        part=2,
+        title="Quadratic cost in patches",
+        subject="Transformer",
+        seed_quote=QUOTE,
         method="Builds the same ViT at growing image sizes (fixed patch size, so n = (side/patch)² "
         "patches), times a training step (forward + backward, interleaved repeats) and weighs the "
         "bytes autograd saves for backward with fused attention (training path) and with the "
@@ -175,14 +187,42 @@ CLAIM = register_claim(
         "n·d² projections and MLP. Quick: d = 32 (n* = 192), 16–1,024 patches; full: d = 64, up "
         "to 4,096 patches.",
         sizes={
-            "tiny": {"resolutions": [4, 8, 12, 16], "patch": 2, "d_model": 4, "layers": 1, "heads": 1,
-                     "batch": 1, "repeats": 2, "inner": 1},
-            "quick": {"resolutions": [8, 16, 32, 48, 64], "patch": 2, "d_model": 32, "layers": 1,
-                      "heads": 4, "batch": 2, "repeats": 3, "inner": 2},
-            "full": {"resolutions": [16, 32, 64, 96, 128], "patch": 2, "d_model": 64, "layers": 2,
-                     "heads": 4, "batch": 4, "repeats": 5, "inner": 3},
+            "tiny": {
+                "resolutions": [4, 8, 12, 16],
+                "patch": 2,
+                "d_model": 4,
+                "layers": 1,
+                "heads": 1,
+                "batch": 1,
+                "repeats": 2,
+                "inner": 1,
+            },
+            "quick": {
+                "resolutions": [8, 16, 32, 48, 64],
+                "patch": 2,
+                "d_model": 32,
+                "layers": 1,
+                "heads": 4,
+                "batch": 2,
+                "repeats": 3,
+                "inner": 2,
+            },
+            "full": {
+                "resolutions": [16, 32, 64, 96, 128],
+                "patch": 2,
+                "d_model": 64,
+                "layers": 2,
+                "heads": 4,
+                "batch": 4,
+                "repeats": 5,
+                "inner": 3,
+            },
         },  # fmt: skip
-        run=run, verdict=verdict, figure=figure, tables=tables, timing_verdict=True,
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
+        timing_verdict=True,
         spread="mean ± std over timing repeats",
     ),  # fmt: skip
     __name__,

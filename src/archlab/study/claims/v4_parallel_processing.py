@@ -161,7 +161,11 @@ def figure(m: Mapping[str, Any]) -> bytes:
 
 CLAIM = register_claim(
     Claim(
-        id="V4", part=2, title="Parallel processing", subject="Transformer", seed_quote=QUOTE,
+        id="V4",
+        part=2,
+        title="Parallel processing",
+        subject="Transformer",
+        seed_quote=QUOTE,
         method="Builds a CNN (the cnn-fmnist stack: 2 convs per stage, max-pool) and picks the ViT "
         "width whose forward FLOPs (FlopCounterMode) match it, then measures images per second for "
         "inference and for a training step (forward, backward, SGD update) with the two models "
@@ -169,14 +173,42 @@ CLAIM = register_claim(
         "batch 32, on the study's device (CPU here); full: 28 px (patch 4) and batch 128 — run it "
         "on a GPU to test the ‘modern hardware’ part.",
         sizes={
-            "tiny": {"res": 8, "patch": 2, "cnn_channels": (4, 8), "vit_layers": 1, "heads": 2,
-                     "batch": 4, "repeats": 2, "inner": 1},
-            "quick": {"res": 14, "patch": 2, "cnn_channels": (32, 64, 128), "vit_layers": 6,
-                      "heads": 4, "batch": 32, "repeats": 3, "inner": 2},
-            "full": {"res": 28, "patch": 4, "cnn_channels": (32, 64, 128), "vit_layers": 6,
-                     "heads": 4, "batch": 128, "repeats": 5, "inner": 3},
+            "tiny": {
+                "res": 8,
+                "patch": 2,
+                "cnn_channels": (4, 8),
+                "vit_layers": 1,
+                "heads": 2,
+                "batch": 4,
+                "repeats": 2,
+                "inner": 1,
+            },
+            "quick": {
+                "res": 14,
+                "patch": 2,
+                "cnn_channels": (32, 64, 128),
+                "vit_layers": 6,
+                "heads": 4,
+                "batch": 32,
+                "repeats": 3,
+                "inner": 2,
+            },
+            "full": {
+                "res": 28,
+                "patch": 4,
+                "cnn_channels": (32, 64, 128),
+                "vit_layers": 6,
+                "heads": 4,
+                "batch": 128,
+                "repeats": 5,
+                "inner": 3,
+            },
         },  # fmt: skip
-        run=run, verdict=verdict, figure=figure, tables=tables, timing_verdict=True,
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
+        timing_verdict=True,
         spread="mean ± std over timing repeats",
     ),  # fmt: skip
     __name__,
