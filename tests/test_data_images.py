@@ -17,7 +17,7 @@ from archlab.data import (
     describe_sources,
     load_image_dataset,
 )
-from archlab.data.image_formats import read_cifar_batch, read_idx
+from archlab.data.image_formats import load_image_file, read_cifar_batch, read_idx
 from archlab.data.images import stratified_order
 from archlab.errors import ArchlabError
 
@@ -214,7 +214,9 @@ def test_normalization_exact_and_serializable():
     n = Normalization.fit(x)
     ref = (x.double() / 255).transpose(0, 1).reshape(3, -1)
     assert torch.allclose(torch.tensor(n.mean, dtype=torch.float64), ref.mean(1), atol=1e-12)
-    assert torch.allclose(torch.tensor(n.std, dtype=torch.float64), ref.std(1, unbiased=False), atol=1e-12)
+    assert torch.allclose(
+        torch.tensor(n.std, dtype=torch.float64), ref.std(1, unbiased=False), atol=1e-12
+    )
     z = n(x)
     assert z.dtype == torch.float32 and torch.allclose(z.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
     assert Normalization.from_dict(n.to_dict()) == n
@@ -341,3 +343,21 @@ def test_describe_sources_lists_roots(monkeypatch, tmp_path):
     assert d["mnist"]["status"] == "missing" and d["digits"]["status"] == "builtin"
     assert d["fashion-mnist"]["searched"][-1] == "/usr/share/datasets/fashion-mnist"
     assert d["mnist"]["searched"][0] == str(tmp_path / "mnist")
+
+
+def test_load_image_file(tmp_path):
+    from PIL import Image
+
+    rgb = np.zeros((10, 20, 3), np.uint8)
+    rgb[:, :10, 0] = 255  # left half red
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    a = load_image_file(tmp_path / "a.png", 3, 8)
+    assert a.shape == (3, 8, 8) and a.dtype == np.uint8
+    assert a[0, :, 0].min() > 200 and a[0, :, -1].max() < 50 and a[1].max() < 50
+    g = load_image_file(tmp_path / "a.png", 1, 28)
+    assert g.shape == (1, 28, 28) and abs(int(g[0, 5, 0]) - 76) <= 2  # luma of pure red
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    for p in ("bad.png", "missing.png"):
+        with pytest.raises(ArchlabError) as e:
+            load_image_file(tmp_path / p, 1, 28)
+        assert "\n" not in str(e.value)

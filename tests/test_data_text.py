@@ -17,6 +17,7 @@ from archlab.data import (
     bptt_batches,
     build_tokenizer,
     encode_corpus,
+    fit_tokenizer,
     get_batch,
     load_corpus,
     load_tokenizer,
@@ -75,8 +76,8 @@ def test_wikitext2_matches_pytorch_examples(shared_data, monkeypatch):
     monkeypatch.setenv("ARCHLAB_DATA", str(shared_data))
     c = load_corpus("wikitext2")
     assert c.level == "word"
-    tok = build_tokenizer("word", c.train, extra_texts=[c.val, c.test])
-    assert tok.vocab_size == 33_278
+    tok = fit_tokenizer("word", c)  # train + valid + test, as pytorch/examples
+    assert tok.vocab_size == 33_278 and tok.itos[:3] == ["<eos>", "=", "Valkyria"]
     s = encode_corpus(c, tok)
     assert [t.numel() for t in (s.train, s.val, s.test)] == [2_088_628, 217_646, 245_569]
     ref, n = _pytorch_examples_tokenize(
@@ -223,6 +224,15 @@ def test_bpe_roundtrip_save_load(tmp_path):
     assert "".join(tok.tokens(tok.encode("hear me"))) == "hear me"
     again = BPETokenizer.fit([train], vocab_size=300)  # deterministic training
     assert again.encode(SAMPLE) == tok.encode(SAMPLE)
+
+
+def test_bpe_chunked_encode_equals_whole(shared_data):
+    text = (shared_data / "tinyshakespeare" / "input.txt").read_text()[:200_000]
+    text += "\n  indented\n\n\nthree blank\t\nx's\n'tis\n"
+    tok = BPETokenizer.fit([text[:100_000]], vocab_size=1000)
+    whole = tok.encode(text)  # one chunk
+    tok.chunk_chars = 97  # hundreds of chunks, cut only at safe newlines
+    assert tok.encode(text) == whole
 
 
 def test_tokenizer_bad_files(tmp_path):

@@ -76,8 +76,9 @@ def test_exact_answers_at_tiny(tiny):
 
 def test_only_reruns_one_claim_and_keeps_the_rest(tiny, tmp_path):
     _, out = tiny
-    again = run_study(StudyOptions(profile="tiny", out=out, seeds=3, progress=False,
-                                   only=["R3"], use_cache=False))  # fmt: skip
+    again = run_study(
+        StudyOptions(profile="tiny", out=out, seeds=3, progress=False, only=["R3"], use_cache=False)
+    )
     cached = {c["id"]: c["timing"]["from_cache"] for c in again["claims"]}
     assert cached.pop("R3") is False
     assert all(cached.values()) and len(cached) == len(PART1) - 1
@@ -91,18 +92,28 @@ def test_only_runs_dependencies_into_an_empty_folder(tmp_path):
 
 def test_same_seed_same_results_except_timing(tiny, tmp_path):
     first, _ = tiny
-    second = run_study(StudyOptions(profile="tiny", out=tmp_path, seeds=3, progress=False,
-                                    use_cache=False))  # fmt: skip
+    second = run_study(
+        StudyOptions(profile="tiny", out=tmp_path, seeds=3, progress=False, use_cache=False)
+    )
     a, b = strip_timing(copy.deepcopy(first)), strip_timing(second)
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-    assert "\"timing\":" not in json.dumps(a)
+    assert '"timing":' not in json.dumps(a)
 
 
 def test_strip_timing_removes_timing_and_timing_verdicts():
-    doc = {"claims": [{"timing_verdict": True, "verdict": {}, "metrics": {"timing": 1, "x": 2}},
-                      {"timing_verdict": False, "verdict": {"status": "supported"}}], "timing": {}}
-    assert strip_timing(doc) == {"claims": [{"timing_verdict": True, "metrics": {"x": 2}},
-                                            {"timing_verdict": False, "verdict": {"status": "supported"}}]}
+    doc = {
+        "claims": [
+            {"timing_verdict": True, "verdict": {}, "metrics": {"timing": 1, "x": 2}},
+            {"timing_verdict": False, "verdict": {"status": "supported"}},
+        ],
+        "timing": {},
+    }
+    assert strip_timing(doc) == {
+        "claims": [
+            {"timing_verdict": True, "metrics": {"x": 2}},
+            {"timing_verdict": False, "verdict": {"status": "supported"}},
+        ]
+    }
 
 
 def test_refuses_a_foreign_nonempty_folder(tmp_path):

@@ -82,15 +82,25 @@ def _png_size_and_variety(path: Path) -> tuple[int, int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     w, h = struct.unpack(">II", data[16:24])
-    idat = b"".join(data[i + 8 : i + 8 + struct.unpack(">I", data[i : i + 4])[0]]
-                    for i in [m.start() - 4 for m in re.finditer(b"IDAT", data)])  # fmt: skip
+    idat = b"".join(
+        data[i + 8 : i + 8 + struct.unpack(">I", data[i : i + 4])[0]]
+        for i in [m.start() - 4 for m in re.finditer(b"IDAT", data)]
+    )
     raw = zlib.decompress(idat)
     return w, h, len(set(raw[: min(len(raw), 400_000)]))
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # Appended to a COPY of the report only: records load errors and undecodable images in the DOM,
 # which --dump-dom then shows. The CSP of the copy is widened to allow exactly this script.
 PROBE = """<script>
@@ -110,9 +120,19 @@ def test_html_in_headless_chromium(results, report_dir, tmp_path):
     common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     # 1) the real file: it renders, a screenshot is taken, the console reports nothing
     shot = tmp_path / "shot.png"
-    r = subprocess.run([*common, "--enable-logging=stderr", "--v=0", f"--screenshot={shot}",
-                        "--window-size=1280,2000", page.as_uri()],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [
+            *common,
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--screenshot={shot}",
+            "--window-size=1280,2000",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists(), r.stderr[-2000:]
     w, h, variety = _png_size_and_variety(shot)
     assert (w, h) == (1280, 2000) and variety > 20, "screenshot is blank"
@@ -120,10 +140,16 @@ def test_html_in_headless_chromium(results, report_dir, tmp_path):
     assert console == [], console
     # 2) an instrumented copy: every image decodes, no error or CSP violation on load
     probe = report_dir / "probe.html"
-    html = page.read_text().replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';")
+    html = page.read_text().replace(
+        "default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';"
+    )
     probe.write_text(html.replace("</body>", PROBE + "</body>"))
-    r = subprocess.run([*common, "--dump-dom", "--virtual-time-budget=5000", probe.as_uri()],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [*common, "--dump-dom", "--virtual-time-budget=5000", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     m = re.search(r'data-probe="images=(\d+) broken=(\d+) errors=([^"]*)"', r.stdout)
     assert m, r.stdout[-1000:] + r.stderr[-1000:]
     assert int(m.group(1)) == len(results["claims"]) and m.group(2) == "0" and m.group(3) == ""
@@ -135,18 +161,43 @@ def test_chromium_checks_can_fail(report_dir, tmp_path):
     up on the console (as a CSP violation), and a corrupted image is reported as broken."""
     html = (report_dir / "report.html").read_text()
     bad = tmp_path / "bad.html"
-    bad.write_text(html.replace("</body>", '<script>1</script><img src="https://example.com/x.png"></body>'))
-    r = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'p1'}", "--enable-logging=stderr",
-                        "--v=0", f"--screenshot={tmp_path / 's.png'}", bad.as_uri()],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    bad.write_text(
+        html.replace("</body>", '<script>1</script><img src="https://example.com/x.png"></body>')
+    )
+    r = subprocess.run(
+        [
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'p1'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--screenshot={tmp_path / 's.png'}",
+            bad.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     console = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln]
-    assert any("script" in ln for ln in console) and any("example.com" in ln for ln in console), console
+    assert any("script" in ln for ln in console) and any("example.com" in ln for ln in console), (
+        console
+    )
     html = B64_PNG.sub("data:image/png;base64,AAAA", html, count=1)
     html = html.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';")
     probe = tmp_path / "broken.html"
     probe.write_text(html.replace("</body>", PROBE + "</body>"))
-    r = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'p2'}", "--dump-dom",
-                        "--virtual-time-budget=5000", probe.as_uri()],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'p2'}",
+            "--dump-dom",
+            "--virtual-time-budget=5000",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     m = re.search(r'data-probe="images=(\d+) broken=(\d+)', r.stdout)
     assert m and m.group(2) == "1", r.stdout[-500:]

@@ -6,8 +6,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from archlab.errors import ArchlabError
-
 log = logging.getLogger("archlab.study")
 
 
@@ -19,30 +17,39 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report.md and results.json into --out. Results are cached per claim, so --only reruns "
         "some claims and the report is rebuilt from all of them.",
     )
-    p.add_argument("--profile", choices=("quick", "full"), default="quick",
-                   help="quick: <= 10 min on 2 CPU cores (default); full: long CPU run or a GPU")  # fmt: skip
+    p.add_argument(
+        "--profile",
+        choices=("quick", "full"),
+        default="quick",
+        help="quick: <= 10 min on 2 CPU cores (default); full: a long CPU run (hours)",
+    )
     p.add_argument("--only", metavar="IDS", help="comma-separated claim ids, e.g. T1,R3")
-    p.add_argument("--out", type=Path, default=Path("archlab-study"),
-                   help="output folder (default ./archlab-study/)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("archlab-study"),
+        help="output folder (default ./archlab-study/)",
+    )
     p.add_argument("--seeds", type=int, default=3, help="seeds per training experiment (default 3)")
     p.add_argument("--no-cache", action="store_true", help="recompute the selected claims")
     p.add_argument("--threads", type=int, help="torch threads (default: 1 for quick, all for full)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from archlab.study.runner import StudyOptions, run_study
 
-    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
-        raise ArchlabError(f"--device {args.device} is not available here; use --device cpu")
     only = [c.strip().upper() for c in args.only.split(",") if c.strip()] if args.only else None
-    opts = StudyOptions(profile=args.profile, only=only, out=args.out, seeds=args.seeds,
-                        use_cache=not args.no_cache, progress=not args.no_progress,
-                        threads=args.threads, device=args.device)  # fmt: skip
+    opts = StudyOptions(
+        profile=args.profile,
+        only=only,
+        out=args.out,
+        seeds=args.seeds,
+        use_cache=not args.no_cache,
+        progress=not args.no_progress,
+        threads=args.threads,
+    )
     results = run_study(opts)
     if results["seeds"] and len(results["seeds"]) < 3:
         log.warning("fewer than 3 seeds: spreads of training experiments are not meaningful")
@@ -53,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{c['id']:<3} {c['title']:<32} {c['verdict']['label'][:90]}  [{src}]")
     if results["not_run"]:
         print(f"not run yet: {', '.join(results['not_run'])}")
-    print(f"report: {opts.out / 'report.html'}  ({results['timing']['elapsed_s']:.0f} s wall, "
-          f"{results['timing']['cpu_s']:.0f} CPU-s)")  # fmt: skip
+    print(
+        f"report: {opts.out / 'report.html'}  ({results['timing']['elapsed_s']:.0f} s wall, "
+        f"{results['timing']['cpu_s']:.0f} CPU-s)"
+    )
     return 0

@@ -7,6 +7,9 @@ component (dense / pointwise), backward, the tensors saved for backward, and the
 
 from __future__ import annotations
 
+import sympy
+
+from archlab.cost.symbolic import symbols_for
 from archlab.cost.types import LayerCost
 
 __all__ = ["human", "render_text"]
@@ -23,7 +26,7 @@ def human(x: float, unit: str) -> str:
                 return f"{exact} ({x / 2**p:.1f} {name})"
         return exact
     for prefix, scale in _UNITS:
-        if x >= 10 * scale:
+        if x >= scale:
             return f"{exact} ({x / scale:.1f} {prefix}{unit})"
     return exact
 
@@ -46,19 +49,25 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
 
 def render_text(cost: LayerCost) -> str:
     out = [f"{cost.layer} (convention: {cost.convention})"]
-    sym = [f"{k} = {v['meaning']}" + (f" = {v['value']:,}" if v["value"] is not None else "")
-           for k, v in cost.symbols.items()]  # fmt: skip
-    out.append("symbols: " + ", ".join(sym))
+    given = [f"{k} = {v['meaning']} = {v['value']:,}" for k, v in cost.symbols.items() if v["value"] is not None]  # fmt: skip
+    unset = [f"{k} = {v['meaning']}" for k, v in cost.symbols.items() if v["value"] is None]
+    out.append("symbols: " + ", ".join(given))
+    if unset:
+        out.append("         not given: " + ", ".join(unset))
     out += ["", "Parameters"]
     rows = [[t.name, _shape(t.shape), t.formula, "=", _product(t.shape), "=", f"{t.params:,}"]
             for t in cost.terms]  # fmt: skip
     out += _table(rows)
-    for t in cost.terms:
-        if t.note:
+    shown: set[str] = set()
+    for t in cost.terms:  # each distinct note once, under the first term that carries it
+        if t.note and t.note not in shown:
+            shown.add(t.note)
             out.append(f"    {t.name}: {t.note}")
     parts = [f"{t.params:,}" for t in cost.terms]
     total = " + ".join(parts) + " = " if 1 < len(parts) <= 8 else ""
     out.append(f"  total: {total}{cost.params:,} params")
+    if len(cost.terms) > 1:
+        out.append(f"  as one formula: {_one_formula(cost)} = {cost.params:,} params")
     if cost.convention_diffs:
         other = "keras" if cost.convention == "pytorch" else "pytorch"
         delta = sum(
@@ -74,8 +83,11 @@ def render_text(cost: LayerCost) -> str:
         out += ["", "Forward FLOPs per component (1 multiply-add = 2 FLOPs)"]
         rows = [[f.kind, f.name, f.formula, "=", f"{f.flops:,}"] for f in cost.flops]
         out += _table(rows)
-        out.append(f"  forward dense:     {human(cost.flops_forward_dense, 'FLOPs')}")
-        out.append(f"  forward pointwise: {human(cost.flops_forward_pointwise, 'FLOPs')}")
+        for kind in ("dense", "pointwise"):
+            total = getattr(cost, f"flops_forward_{kind}")
+            formulas = [f.formula for f in cost.flops if f.kind == kind]
+            formula = f"{_factored(cost, formulas)} = " if formulas else ""
+            out.append(f"  forward {kind}:{' ' * (10 - len(kind))}{formula}{human(total, 'FLOPs')}")
         out.append(f"  backward dense:    {human(cost.flops_backward_dense, 'FLOPs')}"
                    "  (grad wrt inputs + grad wrt weights; the input requires grad)")  # fmt: skip
         out += ["", f"Activations saved for backward ({cost.config.get('dtype_bytes', 4)} bytes per element)"]  # fmt: skip
@@ -89,7 +101,13 @@ def render_text(cost: LayerCost) -> str:
                     f"{cost.flops_backward_dense:,}; activations saved: "
                     f"{human(cost.activation_bytes, 'bytes')}"]  # fmt: skip
     else:
-        out += ["", "(give --seq-len / --batch-size / --image-size for FLOPs and memory)"]
+        meanings = {v["meaning"] for v in cost.symbols.values()}
+        opts = ["--seq-len"] if "seq_len" in meanings else []
+        opts += ["--image-size"] if any(m.startswith(("input size", "height", "patches")) for m in meanings) else []  # fmt: skip
+        out += [
+            "",
+            f"(give {' / '.join(opts)} [--batch-size] for FLOPs and activation memory)",
+        ]
     if cost.complexity:
         out += ["", f"Complexity: {cost.complexity}"]
     cross = cost.derived.get("crossover")
@@ -107,6 +125,16 @@ def render_text(cost: LayerCost) -> str:
     if cost.notes:
         out += ["", "Notes"] + [f"  - {n}" for n in cost.notes]
     return "\n".join(out) + "\n"
+
+
+def _one_formula(cost: LayerCost) -> str:
+    """The parameter count as one factored expression in the layer's symbols (seed Part 3)."""
+    return _factored(cost, [t.formula for t in cost.terms])
+
+
+def _factored(cost: LayerCost, formulas: list[str]) -> str:
+    syms = symbols_for(tuple(cost.symbols))
+    return str(sympy.factor(sum(sympy.sympify(f, locals=syms) for f in formulas)))
 
 
 def _num(x: int | float) -> str:

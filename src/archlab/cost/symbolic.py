@@ -3,7 +3,8 @@
 The FLOP terms of a layer are exact polynomials in its sizes (:mod:`archlab.cost.formulas`).
 Their Big-O keeps the monomials that are not dominated by another one — all sizes are >= 1, so
 ``m1`` is dominated by ``m2`` when every exponent of ``m1`` is <= the one in ``m2`` — and drops
-constant factors. Known inequalities (``bounds``, e.g. heads <= d_model) are applied first, as
+constant factors. ``divisors`` (conv's groups g, always in C_in/g >= 1) are ignored in that
+test. Known inequalities (``bounds``, e.g. heads <= d_model) are applied first, as
 upper bounds, so ``H*n**2`` from the softmax folds into ``n**2*d``. The result prints as
 ``"O(<expr>)"`` with a sympy-parsable ``<expr>``, e.g. ``"O(L*(n**2*d + n*d**2))"``.
 """
@@ -39,6 +40,7 @@ def big_o(
     order: tuple[str, ...] = (),
     outer: tuple[str, ...] = (),
     bounds: tuple[tuple[str, str], ...] = (),
+    divisors: tuple[str, ...] = (),
 ) -> str | None:
     """Big-O of ``sum(formulas)`` in ``symbols``; ``fixed`` symbols are replaced by numbers."""
     if not formulas:
@@ -47,12 +49,25 @@ def big_o(
     total = sum((sympy.sympify(f, locals=syms) for f in formulas), sympy.Integer(0))
     total = total.subs({syms[k]: v for k, v in fixed})
     total = total.subs({syms[k]: sympy.sympify(b, locals=syms) for k, b in bounds})
-    poly = sympy.Poly(sympy.expand(total), *[s for s in syms.values() if total.has(s)] or [1])
-    gens = poly.gens
-    monos = {m for m, c in poly.terms() if c > 0 and any(m)}
+    # Monomials as exponent vectors (negative for a divisor such as conv's groups g).
+    gens = [s for s in syms.values() if total.has(s)]
+    monos = set()
+    for term in sympy.Add.make_args(sympy.expand(total)):
+        coeff, rest = term.as_coeff_Mul()
+        powers = rest.as_powers_dict()
+        m = tuple(int(powers.get(g, 0)) for g in gens)
+        if coeff > 0 and any(m):
+            monos.add(m)
     if not monos:
         return "O(1)"
-    keep = [m for m in monos if not any(o != m and all(a <= b for a, b in zip(m, o, strict=True)) for o in monos)]  # fmt: skip
+    # All sizes are >= 1, so a monomial whose exponents are all <= another's is dominated.
+    # A `divisor` (conv's groups g) only appears as C_in/g >= 1, so it is left out of the test.
+    skip = [str(g) in divisors for g in gens]
+
+    def dominated(m: tuple[int, ...], o: tuple[int, ...]) -> bool:
+        return o != m and all(a <= b or s for a, b, s in zip(m, o, skip, strict=True))
+
+    keep = [m for m in monos if not any(dominated(m, o) for o in monos)]
     names = [str(g) for g in gens]
     rank = {n: i for i, n in enumerate(order)}
     idx = sorted(range(len(names)), key=lambda i: (rank.get(names[i], len(rank)), names[i]))
@@ -74,5 +89,12 @@ def big_o(
 
 
 def _mono(exps: tuple[int, ...], names: list[str], idx: list[int]) -> str:
-    parts = [names[i] if exps[i] == 1 else f"{names[i]}**{exps[i]}" for i in idx if exps[i]]
-    return "*".join(parts) or "1"
+    def power(i: int, e: int) -> str:
+        return names[i] if e == 1 else f"{names[i]}**{e}"
+
+    num = [power(i, exps[i]) for i in idx if exps[i] > 0]
+    den = [power(i, -exps[i]) for i in idx if exps[i] < 0]
+    text = "*".join(num) or "1"
+    if den:
+        text += "/" + (den[0] if len(den) == 1 else "(" + "*".join(den) + ")")
+    return text

@@ -7,7 +7,7 @@ verification (see :mod:`archlab.data.paths` and :mod:`archlab.data.download`).
 Text::
 
     corpus, notice = resolve_corpus("tinyshakespeare")      # Corpus(train/val/test strings)
-    tok = build_tokenizer("char", corpus.train)               # char | word | bpe
+    tok = fit_tokenizer("char", corpus)                       # char | word | bpe
     streams = encode_corpus(corpus, tok)                      # int64 tensors per split
     x, y = streams.get_batch("train", 12, 64, generator)      # (B, T) random windows
 
@@ -28,6 +28,7 @@ from archlab.data.batching import (
     stream_eval_batches,
 )
 from archlab.data.download import ensure_dataset
+from archlab.data.image_formats import load_image_file
 from archlab.data.images import (
     FASHION_MNIST_CLASSES,
     IMAGE_DATASETS,
@@ -45,6 +46,7 @@ from archlab.data.tokenizers import (
     Tokenizer,
     WordTokenizer,
     build_tokenizer,
+    fit_tokenizer,
     load_tokenizer,
 )
 
@@ -71,9 +73,11 @@ __all__ = [
     "download_root",
     "encode_corpus",
     "ensure_dataset",
+    "fit_tokenizer",
     "get_batch",
     "load_corpus",
     "load_image_dataset",
+    "load_image_file",
     "load_tokenizer",
     "resolve_corpus",
     "sliding_window_eval",

@@ -28,6 +28,7 @@ __all__ = [
     "IDX_IMAGES_MAGIC",
     "IDX_LABELS_MAGIC",
     "read_cifar_batch",
+    "load_image_file",
     "read_cifar_meta",
     "read_idx",
 ]
@@ -109,3 +110,27 @@ def read_cifar_meta(path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as e:
         raise ArchlabError(f"cannot read {path}: {e}") from None
     return names
+
+
+def load_image_file(path: Path, channels: int, image_size: int) -> np.ndarray:
+    """A PNG/JPEG/… file as uint8 (channels, image_size, image_size), for classifying one image.
+
+    Converted with Pillow to grayscale ("L", ITU-R 601 luma) for 1 channel or RGB for 3, then
+    resized (bicubic) to a square of ``image_size`` pixels. No inversion or centering is done: the
+    training sets have light objects on black (MNIST) or dark backgrounds (Fashion-MNIST), so a
+    photo of dark ink on white paper must be inverted by the caller if wanted.
+    """
+    from PIL import Image, UnidentifiedImageError  # optional heavy import
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels: must be 1 or 3, got {channels}")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            im = im.resize((image_size, image_size), Image.Resampling.BICUBIC)
+            a = np.asarray(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise ArchlabError(f"no image file {path}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ArchlabError(f"cannot read image {path}: {e}".split("\n")[0]) from None
+    return a[None] if channels == 1 else a.transpose(2, 0, 1).copy()  # (C, H, W)

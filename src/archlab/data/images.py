@@ -114,19 +114,19 @@ def augment_batch(
     [-pad, pad] on each axis with zeros filling in; with ``flip`` each is mirrored with p = 0.5.
     """
     b, c, h, w = x.shape
-    if pad > 0:
-        xp = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p), zeros
-        oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)  # (B,)
-        ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)  # (B,)
-        rows = (oy[:, None] + torch.arange(h))[:, None, :, None]  # (B, 1, H, 1)
-        cols = (ox[:, None] + torch.arange(w))[:, None, None, :]  # (B, 1, 1, W)
-        bi = torch.arange(b)[:, None, None, None]  # (B, 1, 1, 1)
-        ci = torch.arange(c)[None, :, None, None]  # (1, C, 1, 1)
-        x = xp[bi, ci, rows, cols]  # (B, C, H, W)
+    hp, wp = h + 2 * pad, w + 2 * pad
+    xp = F.pad(x, (pad, pad, pad, pad)).reshape(b * c, hp * wp)  # (B*C, Hp*Wp), zero border
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)  # (B,) crop row offset
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)  # (B,) crop column offset
+    col = torch.arange(w).expand(b, w)  # (B, W) source column of each output column
     if flip:
         m = torch.rand(b, generator=generator) < 0.5  # (B,)
-        x = torch.where(m[:, None, None, None], x.flip(-1), x)  # (B, C, H, W)
-    return x
+        col = torch.where(m[:, None], col.flip(-1), col)  # mirrored crop = crop of the mirror
+    # One gather over flattened planes: output (h, w) reads padded (oy + h, ox + col[w]).
+    idx = (oy[:, None, None] + torch.arange(h)[None, :, None]) * wp  # (B, H, 1)
+    idx = idx + (ox[:, None] + col)[:, None, :]  # (B, H, W)
+    idx = idx.reshape(b, 1, h * w).expand(b, c, h * w).reshape(b * c, h * w)  # (B*C, H*W)
+    return torch.gather(xp, 1, idx).view(b, c, h, w)  # (B, C, H, W)
 
 
 def stratified_order(labels: torch.Tensor, seed: int = SPLIT_SEED) -> torch.Tensor:

@@ -19,6 +19,13 @@ Checksums (see ``shared/data/SOURCES.md`` for provenance):
 * ``content_sha256``: of the gzip-*decompressed* file (Fashion-MNIST: .gz bytes differ by mirror, the
   decompressed IDX files do not). Local files are re-checked against ``sha256`` (plain files) and
   ``content_sha256`` when loaded; archive/.gz-byte hashes are checked only at download.
+
+What that verifies per dataset: Tiny Shakespeare and WikiText-2 — sha256 of each file, at download
+and at every load. Fashion-MNIST — sha256 of the decompressed IDX files, at download and load.
+MNIST — the md5 of the ossci mirror's .gz files at download (torchvision's published list); no
+decompressed checksum is published, so a local MNIST is checked only structurally at load (IDX
+magic, sizes, 28×28, labels 0..9). CIFAR-10 — the published md5 of ``cifar-10-binary.tar.gz`` at
+download; locally, record size (3073 bytes), labels 0..9 and 10 class names.
 """
 
 from __future__ import annotations

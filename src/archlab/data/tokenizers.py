@@ -26,13 +26,17 @@ All share :class:`Tokenizer`: ``encode(str) -> list[int]``, ``decode(list[int]) 
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from archlab.errors import ArchlabError
+
+if TYPE_CHECKING:
+    from archlab.data.text import Corpus
 
 __all__ = [
     "BPETokenizer",
@@ -40,10 +44,12 @@ __all__ = [
     "Tokenizer",
     "WordTokenizer",
     "build_tokenizer",
+    "fit_tokenizer",
     "load_tokenizer",
 ]
 
 UNK, EOS = "<unk>", "<eos>"
+_SAFE_CUT = re.compile(r"\S\n(?=\S)")
 
 
 class Tokenizer(ABC):
@@ -197,6 +203,8 @@ class WordTokenizer(Tokenizer):
 class BPETokenizer(Tokenizer):
     kind = "bpe"
 
+    chunk_chars = 1 << 16  # characters per parallel encode chunk (see encode)
+
     def __init__(self, hf: Any) -> None:
         self.hf = hf  # tokenizers.Tokenizer
 
@@ -230,7 +238,21 @@ class BPETokenizer(Tokenizer):
         return int(self.hf.get_vocab_size())
 
     def encode(self, text: str) -> list[int]:
-        return list(self.hf.encode(text).ids)
+        """Ids of ``text``; long texts are cut into chunks encoded in parallel (same ids).
+
+        Cuts fall only after a newline that sits between two non-space characters: the GPT-2
+        pre-tokenizer regex always ends a piece there (the newline is a piece of its own), and BPE
+        never merges across pieces, so chunking cannot change the result.
+        """
+        if len(text) <= self.chunk_chars:
+            return list(self.hf.encode(text).ids)
+        chunks, pos = [], 0
+        while pos < len(text):
+            m = _SAFE_CUT.search(text, pos + self.chunk_chars)
+            end = m.end() if m else len(text)
+            chunks.append(text[pos:end])
+            pos = end
+        return [i for enc in self.hf.encode_batch(chunks) for i in enc.ids]
 
     def decode(self, ids: Sequence[int]) -> str:
         self._check_ids(ids)
@@ -265,6 +287,31 @@ def build_tokenizer(
     if kind == "bpe":
         return BPETokenizer.fit([train_text], vocab_size=vocab_size)
     raise ArchlabError(f"unknown tokenizer {kind!r}; use char, word or bpe")
+
+
+def fit_tokenizer(
+    kind: str,
+    corpus: Corpus,
+    *,
+    vocab_size: int = 4096,
+    max_vocab: int | None = None,
+    unk: bool = True,
+) -> Tokenizer:
+    """Fit a tokenizer on ``corpus.train`` with the corpus's conventions.
+
+    For ``wikitext2`` + ``word`` without a cap, the vocabulary is built over train, valid and test
+    in that order, exactly as pytorch/examples does (33,278 ids; train alone gives the same set).
+    Everything else is fitted on the train split only.
+    """
+    extra = (corpus.val, corpus.test) if corpus.name == "wikitext2" and kind == "word" else ()
+    return build_tokenizer(
+        kind,
+        corpus.train,
+        vocab_size=vocab_size,
+        max_vocab=max_vocab,
+        extra_texts=extra if max_vocab is None else (),
+        unk=unk,
+    )
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

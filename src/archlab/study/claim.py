@@ -32,7 +32,9 @@ class Verdict:
 
     def __post_init__(self) -> None:
         if self.status not in ("supported", "not supported", "conditional"):
-            raise ValueError(f"status must be supported/not supported/conditional, got {self.status!r}")
+            raise ValueError(
+                f"status must be supported/not supported/conditional, got {self.status!r}"
+            )
         if (self.status == "conditional") != bool(self.condition):
             raise ValueError("condition: required for 'conditional' and only for it")
 
@@ -41,8 +43,12 @@ class Verdict:
         return f"conditional: {self.condition}" if self.status == "conditional" else self.status
 
     def to_json(self) -> dict[str, str]:
-        return {"status": self.status, "condition": self.condition, "reason": self.reason,
-                "label": self.label}
+        return {
+            "status": self.status,
+            "condition": self.condition,
+            "reason": self.reason,
+            "label": self.label,
+        }
 
 
 @dataclass(frozen=True)
@@ -103,9 +109,16 @@ def get_claim(claim_id: str) -> Claim:
     try:
         return claims[claim_id]
     except KeyError:
-        raise ArchlabError(
-            f"unknown claim {claim_id!r}; valid: {', '.join(claims)}"
-        ) from None
+        raise ArchlabError(f"unknown claim {claim_id!r}; valid: {', '.join(claims)}") from None
 
 
-__all__ = ["PROFILES", "Claim", "Status", "Table", "Verdict", "get_claim", "ledger", "register_claim"]
+__all__ = [
+    "PROFILES",
+    "Claim",
+    "Status",
+    "Table",
+    "Verdict",
+    "get_claim",
+    "ledger",
+    "register_claim",
+]

@@ -22,21 +22,59 @@ from archlab.study.textdata import CharCorpus, load_text
 
 # One definition of the shared text runs per profile (claims merge it into their own sizes).
 TEXT_RUNS: dict[str, dict[str, Any]] = {
-    "tiny": {"train_len": 16, "batch": 4, "steps": 6, "target_params": 3000, "lr": 3e-3,
-             "eval_every": 3, "eval_batches": 1, "gpt_layers": 1, "max_chars": 20_000},
-    "quick": {"train_len": 64, "batch": 16, "steps": 400, "target_params": 25_000, "lr": 3e-3,
-              "eval_every": 20, "eval_batches": 4, "gpt_layers": 2, "max_chars": 400_000},
-    "full": {"train_len": 128, "batch": 32, "steps": 3000, "target_params": 400_000, "lr": 1e-3,
-             "eval_every": 100, "eval_batches": 16, "gpt_layers": 4, "max_chars": None},
-}  # fmt: skip
-ARCH_LABELS = {("lstm", "none"): "LSTM", ("gpt", "learned"): "GPT (learned pos.)",
-               ("gpt", "sinusoidal"): "GPT (sinusoidal pos.)", ("gru", "none"): "GRU",
-               ("rnn", "none"): "tanh RNN"}  # fmt: skip
+    "tiny": {
+        "train_len": 16,
+        "batch": 4,
+        "steps": 6,
+        "target_params": 3000,
+        "lr": 3e-3,
+        "eval_every": 3,
+        "eval_batches": 1,
+        "gpt_layers": 1,
+        "max_chars": 20_000,
+    },
+    "quick": {
+        "train_len": 64,
+        "batch": 16,
+        "steps": 400,
+        "target_params": 25_000,
+        "lr": 3e-3,
+        "eval_every": 20,
+        "eval_batches": 4,
+        "gpt_layers": 2,
+        "max_chars": 400_000,
+    },
+    "full": {
+        "train_len": 128,
+        "batch": 32,
+        "steps": 3000,
+        "target_params": 400_000,
+        "lr": 1e-3,
+        "eval_every": 100,
+        "eval_batches": 16,
+        "gpt_layers": 4,
+        "max_chars": None,
+    },
+}
+ARCH_LABELS = {
+    ("lstm", "none"): "LSTM",
+    ("gpt", "learned"): "GPT (learned pos.)",
+    ("gpt", "sinusoidal"): "GPT (sinusoidal pos.)",
+    ("gru", "none"): "GRU",
+    ("rnn", "none"): "tanh RNN",
+}
 
 
-def train_loop(model: nn.Module, batch_fn: Callable[[int], tuple], steps: int, lr: float,
-               loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-               every: int = 0, eval_fn: Callable[[], float] | None = None, bar=None) -> dict:  # fmt: skip
+def train_loop(
+    model: nn.Module,
+    batch_fn: Callable[[int], tuple],
+    steps: int,
+    lr: float,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    every: int = 0,
+    eval_fn: Callable[[], float] | None = None,
+    bar=None,
+) -> dict:
     """Plain AdamW loop. Records train loss per step, the cumulative training seconds (evaluation
     excluded) and, every ``every`` steps, ``eval_fn()``."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -93,18 +131,34 @@ def text_run(arch: str, pos: str, seed: int, sizes: Mapping[str, Any], bar=None)
         with torch.no_grad():
             return sum(float(lm_loss(model(x), y)) for x, y in val) / len(val)
 
-    curve = train_loop(model, lambda _: corpus.batch("train", sizes["batch"], T, gen), sizes["steps"],
-                       sizes["lr"], lm_loss, sizes["eval_every"], eval_fn, bar)  # fmt: skip
+    curve = train_loop(
+        model,
+        lambda _: corpus.batch("train", sizes["batch"], T, gen),
+        sizes["steps"],
+        sizes["lr"],
+        lm_loss,
+        sizes["eval_every"],
+        eval_fn,
+        bar,
+    )
     model.eval()
-    out = {"model": model, "width": width, "params": n_params(model), "layers": layers,
-           "vocab": V, "corpus": corpus, "data": desc, **curve}  # fmt: skip
+    out = {
+        "model": model,
+        "width": width,
+        "params": n_params(model),
+        "layers": layers,
+        "vocab": V,
+        "corpus": corpus,
+        "data": desc,
+        **curve,
+    }
     _MEMO[key] = out
     return out
 
 
-
-
-def per_position_loss(run: Mapping[str, Any], length: int, batches: int, batch: int, seed: int) -> list[float]:
+def per_position_loss(
+    run: Mapping[str, Any], length: int, batches: int, batch: int, seed: int
+) -> list[float]:
     """Mean validation cross-entropy (nats/char) at each position 0..length-1 of fresh windows:
     position t is predicted from t+1 characters of context."""
     corpus, model = run["corpus"], run["model"]
@@ -118,5 +172,12 @@ def per_position_loss(run: Mapping[str, Any], length: int, batches: int, batch: 
     return (total / batches).tolist()
 
 
-__all__ = ["ARCH_LABELS", "TEXT_RUNS", "corpus_for", "lm_loss", "per_position_loss", "text_run",
-           "train_loop"]  # fmt: skip
+__all__ = [
+    "ARCH_LABELS",
+    "TEXT_RUNS",
+    "corpus_for",
+    "lm_loss",
+    "per_position_loss",
+    "text_run",
+    "train_loop",
+]

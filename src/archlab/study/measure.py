@@ -27,8 +27,13 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
     """{"mean", "std" (sample, ddof=1; 0 for one value), "min", "max", "n"}."""
     a = np.asarray(values, dtype=float)
     std = float(a.std(ddof=1)) if a.size > 1 else 0.0
-    return {"mean": float(a.mean()), "std": std, "min": float(a.min()), "max": float(a.max()),
-            "n": int(a.size)}  # fmt: skip
+    return {
+        "mean": float(a.mean()),
+        "std": std,
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "n": int(a.size),
+    }
 
 
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
@@ -54,7 +59,9 @@ def time_call(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[floa
     return out
 
 
-def sweep_times(steps: Sequence[Callable[[], Any]], passes: int, inner: int = 2) -> list[list[float]]:
+def sweep_times(
+    steps: Sequence[Callable[[], Any]], passes: int, inner: int = 2
+) -> list[list[float]]:
     """Seconds per call for each of ``steps``, as ``[pass][step]``.
 
     Each pass visits every step in turn (interleaved, so a burst of load from other processes hits
@@ -114,5 +121,14 @@ def rounded(obj: Any, digits: int = 6) -> Any:
     return obj
 
 
-__all__ = ["first_crossing", "fit_exponent", "loglog_slope", "mean_std", "rounded", "saved_bytes",
-           "seed_all", "sweep_times", "time_call"]  # fmt: skip
+__all__ = [
+    "first_crossing",
+    "fit_exponent",
+    "loglog_slope",
+    "mean_std",
+    "rounded",
+    "saved_bytes",
+    "seed_all",
+    "sweep_times",
+    "time_call",
+]

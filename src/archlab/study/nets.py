@@ -22,7 +22,9 @@ RNN_KINDS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
 class RNNLM(nn.Module):
-    def __init__(self, kind: str, vocab: int, hidden: int, layers: int = 1, n_out: int | None = None):
+    def __init__(
+        self, kind: str, vocab: int, hidden: int, layers: int = 1, n_out: int | None = None
+    ):
         super().__init__()
         if kind not in RNN_KINDS:
             raise ValueError(f"kind must be one of {sorted(RNN_KINDS)}, got {kind!r}")
@@ -89,14 +91,25 @@ class Block(nn.Module):
             if cache:
                 k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
             cache[:] = [k, v]
-        y = attend(q, k, v, mask, self.attn_impl, causal).transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        y = (
+            attend(q, k, v, mask, self.attn_impl, causal).transpose(1, 2).reshape(B, T, C)
+        )  # (B, T, C)
         x = x + self.proj(y)
         return x + self.mlp(self.ln2(x))
 
 
 class GPTLM(nn.Module):
-    def __init__(self, vocab: int, d: int, heads: int, layers: int, max_len: int,
-                 pos: str = "learned", attn: str = "sdpa", n_out: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        vocab: int,
+        d: int,
+        heads: int,
+        layers: int,
+        max_len: int,
+        pos: str = "learned",
+        attn: str = "sdpa",
+        n_out: int | None = None,
+    ):
         super().__init__()
         if pos not in ("learned", "sinusoidal", "none"):
             raise ValueError(f"pos must be learned/sinusoidal/none, got {pos!r}")
@@ -121,11 +134,15 @@ class GPTLM(nn.Module):
             pos_ids = torch.arange(offset, offset + T)[None]  # (1, T)
         if self.pos == "learned":
             if int(pos_ids.max()) >= self.max_len:
-                raise ValueError(f"learned positions stop at {self.max_len}; got position {int(pos_ids.max())}")
+                raise ValueError(
+                    f"learned positions stop at {self.max_len}; got position {int(pos_ids.max())}"
+                )
             return self.wpe(pos_ids)  # (B|1, T, d)
         return sinusoidal(int(pos_ids.max()) + 1, self.d)[pos_ids]  # (B|1, T, d)
 
-    def forward_embeddings(self, x, key_padding_mask=None, cache: list | None = None, offset: int = 0):
+    def forward_embeddings(
+        self, x, key_padding_mask=None, cache: list | None = None, offset: int = 0
+    ):
         """x (B, T, d) token embeddings. key_padding_mask bool (B, T), True = real token (left pad)."""
         B, T, _ = x.shape
         Tk = offset + T
@@ -134,7 +151,9 @@ class GPTLM(nn.Module):
         if key_padding_mask is None and offset == 0:
             causal = True  # the kernels' own causal path (no mask tensor)
         elif T > 1 or key_padding_mask is not None:
-            mask = torch.ones(T, Tk, dtype=torch.bool).tril(diagonal=offset)[None, None]  # (1,1,T,Tk)
+            mask = torch.ones(T, Tk, dtype=torch.bool).tril(diagonal=offset)[
+                None, None
+            ]  # (1,1,T,Tk)
         if key_padding_mask is not None:
             mask = mask & key_padding_mask[:, None, None, :]  # (B, 1, T, T)
             # a pad query would see no key (NaN softmax): let it see itself; its output is unused
@@ -149,8 +168,16 @@ class GPTLM(nn.Module):
         return [[] for _ in self.blocks]
 
 
-def build_lm(arch: str, vocab: int, width: int, layers: int = 1, max_len: int = 256,
-             pos: str = "learned", attn: str = "sdpa", n_out: int | None = None) -> nn.Module:  # fmt: skip
+def build_lm(
+    arch: str,
+    vocab: int,
+    width: int,
+    layers: int = 1,
+    max_len: int = 256,
+    pos: str = "learned",
+    attn: str = "sdpa",
+    n_out: int | None = None,
+) -> nn.Module:
     """``arch`` in rnn/lstm/gru/gpt; ``width`` = hidden size (RNNs) or d_model (GPT, 4 heads if
     divisible else 2 or 1)."""
     if arch in RNN_KINDS:
@@ -178,5 +205,13 @@ def width_for_params(arch: str, target: int, vocab: int, layers: int = 1, **kw) 
     return best
 
 
-__all__ = ["GPTLM", "RNNLM", "RNN_KINDS", "attend", "build_lm", "n_params", "sinusoidal",
-           "width_for_params"]  # fmt: skip
+__all__ = [
+    "GPTLM",
+    "RNNLM",
+    "RNN_KINDS",
+    "attend",
+    "build_lm",
+    "n_params",
+    "sinusoidal",
+    "width_for_params",
+]

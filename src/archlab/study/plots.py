@@ -27,8 +27,14 @@ def band(ax, x, stats: list[dict], label: str, **kw) -> None:
     """Plot mean with a shaded min-max band from a list of mean_std() dicts."""
     mean = [s["mean"] for s in stats]
     (line,) = ax.plot(x, mean, marker="o", ms=3, label=label, **kw)
-    ax.fill_between(x, [s["min"] for s in stats], [s["max"] for s in stats],
-                    color=line.get_color(), alpha=0.18, lw=0)  # fmt: skip
+    ax.fill_between(
+        x,
+        [s["min"] for s in stats],
+        [s["max"] for s in stats],
+        color=line.get_color(),
+        alpha=0.18,
+        lw=0,
+    )
 
 
 __all__ = ["band", "plt", "subplots", "to_png"]

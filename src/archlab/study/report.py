@@ -77,8 +77,9 @@ def render_markdown(results: Mapping[str, Any], views: list[dict] | None = None)
 
 def render_html(results: Mapping[str, Any], views: list[dict] | None = None) -> str:
     views = claim_views(results) if views is None else views
-    views = [{**v, "png_b64": base64.b64encode(v["png"]).decode() if v["png"] else None}
-             for v in views]  # fmt: skip
+    views = [
+        {**v, "png_b64": base64.b64encode(v["png"]).decode() if v["png"] else None} for v in views
+    ]
     return _env().get_template("report.html.j2").render(r=results, claims=views)
 
 

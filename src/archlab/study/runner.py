@@ -32,7 +32,13 @@ from archlab.study.measure import rounded
 
 log = logging.getLogger(__name__)
 MARKER = ".archlab-study"  # marks an output folder as ours, so we never write into a user's folder
-HELPERS = ("context", "lmtrain", "measure", "nets", "textdata")  # shared code that every cache key covers
+HELPERS = (
+    "context",
+    "lmtrain",
+    "measure",
+    "nets",
+    "textdata",
+)  # shared code that every cache key covers
 
 
 @dataclass
@@ -43,7 +49,7 @@ class StudyOptions:
     seeds: int = 3
     use_cache: bool = True
     progress: bool = True
-    device: str = "cpu"
+    device: str = "cpu"  # the experiments run on the CPU; a GPU path is not implemented yet
     # torch intra-op threads. None: 1 for tiny/quick (the models are small; on a loaded 2-core
     # machine 2 spinning OpenMP threads made training 25x slower than 1, measured), torch's default
     # for full.
@@ -72,9 +78,16 @@ def claim_key(claim: Claim, opts: StudyOptions, dep_keys: Mapping[str, str]) -> 
     import archlab.study.textdata  # noqa: F401
 
     blob = json.dumps(
-        {"src": _source_hash(claim), "profile": opts.profile, "sizes": claim.sizes[opts.profile],
-         "seeds": opts.seeds, "torch": torch.__version__, "device": opts.device,
-         "deps": dict(dep_keys), "threads": torch.get_num_threads()},  # fmt: skip
+        {
+            "src": _source_hash(claim),
+            "profile": opts.profile,
+            "sizes": claim.sizes[opts.profile],
+            "seeds": opts.seeds,
+            "torch": torch.__version__,
+            "device": opts.device,
+            "deps": dict(dep_keys),
+            "threads": torch.get_num_threads(),
+        },
         sort_keys=True,
         default=str,
     )
@@ -96,8 +109,13 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "accelerator": dev,
         "python": platform.python_version(),
-        "versions": {"archlab": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-                     "matplotlib": matplotlib.__version__, "jinja2": jinja2.__version__},  # fmt: skip
+        "versions": {
+            "archlab": __version__,
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+            "matplotlib": matplotlib.__version__,
+            "jinja2": jinja2.__version__,
+        },
     }
 
 
@@ -134,12 +152,22 @@ def _run_claim(claim: Claim, opts: StudyOptions, deps: dict[str, Mapping[str, An
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     verdict = claim.verdict(metrics)
     return {
-        "id": claim.id, "part": claim.part, "title": claim.title, "subject": claim.subject,
-        "seed_quote": claim.seed_quote, "method": claim.method, "profile": opts.profile,
-        "seeds": ctx.seeds, "sizes": ctx.sizes, "trains": claim.trains, "spread": claim.spread,
-        "metrics": metrics, "verdict": verdict.to_json(), "timing_verdict": claim.timing_verdict,
+        "id": claim.id,
+        "part": claim.part,
+        "title": claim.title,
+        "subject": claim.subject,
+        "seed_quote": claim.seed_quote,
+        "method": claim.method,
+        "profile": opts.profile,
+        "seeds": ctx.seeds,
+        "sizes": ctx.sizes,
+        "trains": claim.trains,
+        "spread": claim.spread,
+        "metrics": metrics,
+        "verdict": verdict.to_json(),
+        "timing_verdict": claim.timing_verdict,
         "timing": {"elapsed_s": round(elapsed, 3), "cpu_s": round(cpu, 3), "from_cache": False},
-    }  # fmt: skip
+    }
 
 
 def run_study(opts: StudyOptions) -> dict[str, Any]:
@@ -186,8 +214,12 @@ def _run_study(opts: StudyOptions, threads: int) -> dict[str, Any]:
         entry["key"] = keys[claim.id]
         write_atomic(path, json.dumps(entry, indent=1, sort_keys=True))
         entries[claim.id] = entry
-        log.info("study: %s -> %s (%.1f s)", claim.id, entry["verdict"]["label"],
-                 entry["timing"]["elapsed_s"])  # fmt: skip
+        log.info(
+            "study: %s -> %s (%.1f s)",
+            claim.id,
+            entry["verdict"]["label"],
+            entry["timing"]["elapsed_s"],
+        )
     from archlab.study.textdata import load_text
 
     results = {
@@ -199,9 +231,11 @@ def _run_study(opts: StudyOptions, threads: int) -> dict[str, Any]:
         "data": load_text()[1],
         "claims": [entries[c.id] for c in claims if c.id in entries],
         "not_run": [c.id for c in claims if c.id not in entries],
-        "timing": {"elapsed_s": round(time.perf_counter() - t0, 3),
-                   "cpu_s": round(time.process_time() - c0, 3),
-                   "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")},  # fmt: skip
+        "timing": {
+            "elapsed_s": round(time.perf_counter() - t0, 3),
+            "cpu_s": round(time.process_time() - c0, 3),
+            "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
     }
     write_atomic(opts.out / "results.json", json.dumps(results, indent=1, sort_keys=True))
     write_reports(results, opts.out)
@@ -222,5 +256,12 @@ def strip_timing(results: Any, timing_verdicts: bool = True) -> Any:
     return results
 
 
-__all__ = ["MARKER", "StudyOptions", "claim_key", "machine", "run_study", "strip_timing",
-           "write_atomic"]  # fmt: skip
+__all__ = [
+    "MARKER",
+    "StudyOptions",
+    "claim_key",
+    "machine",
+    "run_study",
+    "strip_timing",
+    "write_atomic",
+]

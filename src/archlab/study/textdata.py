@@ -42,8 +42,11 @@ def _own_lookup() -> tuple[str, dict[str, Any]]:
             if path.is_file():
                 text = path.read_text(encoding="utf-8", errors="replace")
                 return text, {"source": rel.split("/")[0], "path": f"{label}/{rel}"}
-    return _pydoc_text(), {"source": "pydoc (built-in fallback)", "path": None,
-                           "note": "no tinyshakespeare under $ARCHLAB_DATA or ~/.cache/archlab"}  # fmt: skip
+    return _pydoc_text(), {
+        "source": "pydoc (built-in fallback)",
+        "path": None,
+        "note": "no tinyshakespeare under $ARCHLAB_DATA or ~/.cache/archlab",
+    }
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,8 +61,11 @@ def load_text() -> tuple[str, dict[str, Any]]:
         corpus, notice = resolve_corpus(None, download=False)
         text = corpus.train + corpus.val
         home = str(Path.home())
-        desc = {"source": corpus.name if notice is None else "pydoc (built-in fallback)",
-                "path": [s.replace(home, "~") for s in corpus.sources], "note": notice}  # fmt: skip
+        desc = {
+            "source": corpus.name if notice is None else "pydoc (built-in fallback)",
+            "path": [s.replace(home, "~") for s in corpus.sources],
+            "note": notice,
+        }
     return text, {**desc, "chars": len(text)}
 
 
@@ -80,7 +86,9 @@ class CharCorpus:
         """Random windows: x (B, T) and next-token targets y (B, T)."""
         data = self.train if split == "train" else self.val
         if len(data) <= length + 1:
-            raise ValueError(f"length: corpus split {split!r} has {len(data)} tokens, need > {length + 1}")
+            raise ValueError(
+                f"length: corpus split {split!r} has {len(data)} tokens, need > {length + 1}"
+            )
         ix = torch.randint(len(data) - length - 1, (batch,), generator=gen)
         x = torch.stack([data[i : i + length] for i in ix.tolist()])  # (B, T)
         y = torch.stack([data[i + 1 : i + 1 + length] for i in ix.tolist()])  # (B, T)

@@ -234,6 +234,7 @@ class Derivation:
             order=self.order,
             outer=self.outer,
             bounds=tuple(self.bounds.items()),
+            divisors=("g",) if "g" in self.symbols else (),
         )
         if sized:
             cost.flops = [FlopTerm(n, k, evaluate(f, v), f) for n, k, f in self.flops]  # type: ignore[arg-type]

@@ -120,18 +120,23 @@ def layernorm(
     d = Derivation("layernorm", cfg, check_convention(convention), dict(
         d=Sym("normalized_shape", D), B=Sym("batch_size", B), n=Sym("seq_len", n)),
         dtype=dtype_bytes(dtype), order=("n", "d"))  # fmt: skip
-    d.flop("normalise (mean, var, (x-mean)/std)", "pointwise", f"{NORM_FLOPS}*B*n*d")
-    if elementwise_affine:
-        d.param("weight", (D,), "d", "gamma")
-        if bias:
-            d.param("bias", (D,), "d", "beta")
-        d.flop("affine gamma*x_hat + beta" if bias else "scale gamma*x_hat", "pointwise",
-               f"{AFFINE_FLOPS if bias else 1}*B*n*d")  # fmt: skip
-    acc = max(d.dtype, 4)  # statistics are kept in float32 (or the input's wider type)
-    d.save("input x (B, n, d)", "B*n*d")
-    d.save("mean (B, n, 1)", "B*n", acc)
-    d.save("rstd (B, n, 1)", "B*n", acc)
+    add_layernorm(d, elementwise_affine, bias)
     return d.finish(sized)
+
+
+def add_layernorm(d: Derivation, affine: bool, bias: bool, prefix: str = "") -> None:
+    """LayerNorm terms into `d` (symbols d, B, n); shared with the Transformer block."""
+    d.flop(f"{prefix}normalise (mean, var, (x-mean)/std)", "pointwise", f"{NORM_FLOPS}*B*n*d")
+    if affine:
+        d.param(f"{prefix}weight", (d.symbols["d"].value,), "d", "gamma")
+        if bias:
+            d.param(f"{prefix}bias", (d.symbols["d"].value,), "d", "beta")
+        d.flop(f"{prefix}affine gamma*x_hat + beta" if bias else f"{prefix}scale gamma*x_hat",
+               "pointwise", f"{AFFINE_FLOPS if bias else 1}*B*n*d")  # fmt: skip
+    acc = max(d.dtype, 4)  # statistics are kept in float32 (or the input's wider type)
+    d.save(f"{prefix}input x (B, n, d)", "B*n*d")
+    d.save(f"{prefix}mean (B, n, 1)", "B*n", acc)
+    d.save(f"{prefix}rstd (B, n, 1)", "B*n", acc)
 
 
 def batchnorm(
@@ -256,9 +261,10 @@ def conv(
         syms[name] = Sym(f"input size[{j}]", size[j] if size else None)
     for j, name in enumerate(sp_out):
         syms[name] = Sym(f"output size[{j}]", out[j] if out else None)
-    cfg = dict(in_channels=Ci, out_channels=Co, kernel_size=kernel_size, stride=stride,
-               padding=padding, dilation=dilation, groups=g, bias=bias, image_size=image_size,
-               batch_size=batch_size)  # fmt: skip
+    # Normalised (tuples per spatial dim), so conv2d(k=3) and a module's (3, 3) read the same.
+    cfg = dict(in_channels=Ci, out_channels=Co, kernel_size=k, stride=s,
+               padding=padding if isinstance(padding, str) else tuple(p // 2 for p in total_pad),
+               dilation=dil, groups=g, bias=bias, image_size=size, batch_size=b)  # fmt: skip
     d = Derivation(f"conv{dims}d", cfg, check_convention(convention), syms, dtype=dtype_bytes(dtype),
                    order=(*sp_out, *ks, "C_in", "C_out", "g"))  # fmt: skip
     cin = "C_in/g" if g > 1 else "C_in"

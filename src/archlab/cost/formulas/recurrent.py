@@ -42,7 +42,7 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 # Pointwise FLOPs per hidden unit per step, besides the bias adds (see the equations above):
 # the x-part + h-part add of every gate, then the gate maths.
 POINTWISE = {
-    "rnn": ("1*h", "nonlinearity", "1*h"),
+    "rnn": ("h", "nonlinearity", "h"),
     "lstm": ("4*h", "3 sigmoid + tanh(g), c = f*c + i*g, tanh(c), o*tanh(c)", "9*h"),
     "gru": ("2*h", "2 sigmoid, r*(h W_hn + b_hn) + x-part, tanh, (1-z)*n + z*h", "9*h"),
 }
@@ -108,7 +108,7 @@ def _recurrent(kind: str, input_size: int, hidden_size: int, *, num_layers: int,
                 d.param(f"{name}{sfx}", shape, f)
             if proj_size:
                 d.param(f"W_hr{sfx}", (proj_size, h), "p*h", "LSTM projection h_t = W_hr h_t")
-    if bias:
+    if bias and not proj_size:  # with a projection there is no Keras layer to compare with
         torch_b, keras_b = 2 * G * h * nl * D, _prod(keras_bias[1]) * nl * D
         why = {"rnn": "Keras SimpleRNN has one bias vector (units,)",
                "lstm": "Keras LSTM has one bias vector (4*units,)",
@@ -121,7 +121,7 @@ def _recurrent(kind: str, input_size: int, hidden_size: int, *, num_layers: int,
             f"per layer and direction, b_ih and b_hh (PyTorch docs); {why}"))  # fmt: skip
 
     # --- forward FLOPs (all layers and directions) ---------------------------------------------
-    DG = f"{D * G}*" if D * G > 1 else ""
+    DG = "".join(f"{x}*" for x in (D, G) if x > 1)
     Dm = f"{D}*" if D > 1 else ""
     d.flop("x_t @ W_ih.T (layer 0)", "dense", f"2*B*n*{DG}h*i")
     if nl > 1:

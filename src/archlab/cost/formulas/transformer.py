@@ -31,7 +31,7 @@ from archlab.cost.formulas._base import (
     optional_positive,
     positive,
 )
-from archlab.cost.formulas.basic import layernorm
+from archlab.cost.formulas.basic import add_layernorm
 from archlab.cost.symbolic import symbols_for
 from archlab.cost.types import LayerCost
 from archlab.errors import ArchlabError
@@ -152,29 +152,18 @@ CAUSAL_NOTE = ("causal: the mask is applied to the full n x n scores, as the mat
                "blocks does about half of the QK^T and AV work")  # fmt: skip
 
 
-def _block(d: Derivation, D: int, norm_first: bool, activation: str, bias: bool, causal: bool,
+def _block(d: Derivation, norm_first: bool, activation: str, bias: bool, causal: bool,
            prefix: str = "") -> None:  # fmt: skip
     """One nn.TransformerEncoderLayer: post-norm x = LN(x + SA(x)); x = LN(x + FF(x)),
     pre-norm (norm_first) x = x + SA(LN(x)); x = x + FF(LN(x))."""
-    ln = _layernorm_terms(d, bias)
+    if norm_first:
+        add_layernorm(d, True, bias, prefix=f"{prefix}norm1.")
     _attention(d, bias, causal, prefix=f"{prefix}self_attn.")
+    add_layernorm(d, True, bias, prefix=f"{prefix}norm{1 if not norm_first else 2}.")
     _ffn(d, activation, bias, prefix=prefix)
-    for k in (1, 2):
-        for t in ln.terms:
-            d.param(f"{prefix}norm{k}.{t.name}", t.shape, t.formula, t.note)
-        d.flops += [(f"norm{k}: {n}", kind, f) for n, kind, f in ln.flops]
-        d.saved += [(f"norm{k}: {n}", f, b) for n, f, b in ln.saved]
+    if not norm_first:
+        add_layernorm(d, True, bias, prefix=f"{prefix}norm2.")
     d.flop("residual adds (2)", "pointwise", "2*B*n*d")
-
-
-def _layernorm_terms(d: Derivation, bias: bool) -> Derivation:
-    """LayerNorm(d) terms in the block's symbols (reusing the layernorm formula's strings)."""
-    c = layernorm(d.symbols["d"].value, bias=bias, dtype=d.dtype, seq_len=1)
-    ln = Derivation("layernorm", {}, d.convention, d.symbols, dtype=d.dtype)
-    ln.terms = list(c.terms)
-    ln.flops = [(t.name, t.kind, t.formula) for t in c.flops]
-    ln.saved = [(s["name"], s["formula"], s["bytes"] // s["elements"]) for s in c.saved]
-    return ln
 
 
 def transformer_block(d_model: int, heads: int, d_ff: int | None = None, *,
@@ -183,16 +172,16 @@ def transformer_block(d_model: int, heads: int, d_ff: int | None = None, *,
                       seq_len: int | None = None, dtype: int | str = 4,
                       convention: str = "pytorch") -> LayerCost:  # fmt: skip
     """``nn.TransformerEncoderLayer(d_model, heads, d_ff, norm_first=...)``, dropout off."""
-    return transformer(d_model, heads, 1, d_ff, norm_first=norm_first, activation=activation,
-                       bias=bias, causal=causal, batch_size=batch_size, seq_len=seq_len,
-                       dtype=dtype, convention=convention, _single=True)  # fmt: skip
+    return _stack(d_model, heads, None, d_ff, norm_first=norm_first, final_norm=False,
+                  activation=activation, bias=bias, causal=causal, batch_size=batch_size,
+                  seq_len=seq_len, dtype=dtype, convention=convention)  # fmt: skip
 
 
 def transformer(d_model: int, heads: int, layers: int, d_ff: int | None = None, *,
                 norm_first: bool = False, final_norm: bool = False, activation: str = "relu",
                 bias: bool = True, causal: bool = False, batch_size: int | None = None,
-                seq_len: int | None = None, dtype: int | str = 4, convention: str = "pytorch",
-                _single: bool = False) -> LayerCost:  # fmt: skip
+                seq_len: int | None = None, dtype: int | str = 4,
+                convention: str = "pytorch") -> LayerCost:  # fmt: skip
     """A stack of L blocks (``nn.TransformerEncoder(layer, L, norm=LayerNorm if final_norm)``).
 
     ``derived["crossover"]`` is the length n* at which the n² terms (QKᵀ, AV) overtake the n·d²
@@ -200,40 +189,39 @@ def transformer(d_model: int, heads: int, layers: int, d_ff: int | None = None, 
     4·n²·d = 8·n·d² + 4·n·d·d_ff, so n* = 2·d + d_ff (6·d at d_ff = 4·d). Also given over all
     forward FLOPs (pointwise included). The Big-O assumes d_ff ∝ d_model (the configured ratio).
     """
+    return _stack(d_model, heads, positive("layers", layers), d_ff, norm_first=norm_first,
+                  final_norm=final_norm, activation=activation, bias=bias, causal=causal,
+                  batch_size=batch_size, seq_len=seq_len, dtype=dtype, convention=convention)  # fmt: skip
+
+
+def _stack(d_model: int, heads: int, layers: int | None, d_ff: int | None, *, norm_first: bool,
+           final_norm: bool, activation: str, bias: bool, causal: bool, batch_size: int | None,
+           seq_len: int | None, dtype: int | str, convention: str) -> LayerCost:  # fmt: skip
+    """One block (layers=None) or a stack of `layers` blocks with an optional final norm."""
     D, H = _check_heads(d_model, heads)
-    L, F = positive("layers", layers), _d_ff(d_model, d_ff)
+    F = _d_ff(d_model, d_ff)
     check_activation(activation)
     sized, syms = _symbols(D, H, F, batch_size, seq_len)
-    if not _single:
-        syms = {"L": Sym("layers", L), **syms}
     cfg = dict(d_model=D, heads=H, d_ff=F, norm_first=norm_first, activation=activation,
                bias=bias, causal=causal, batch_size=batch_size, seq_len=seq_len)  # fmt: skip
-    if not _single:
-        cfg = {"layers": L, **cfg, "final_norm": final_norm}
+    if layers is not None:
+        syms = {"L": Sym("layers", layers), **syms}
+        cfg = {"layers": layers, **cfg, "final_norm": final_norm}
     ratio = Fraction(F, D)
-    d = Derivation("transformer_block" if _single else "transformer", cfg,
+    d = Derivation("transformer" if layers else "transformer_block", cfg,
                    check_convention(convention), syms, dtype=dtype_bytes(dtype),
                    order=("L", "n", "d", "H", "d_ff"), outer=("L",),
                    bounds={"H": "d", "d_ff": f"{ratio.numerator}*d/{ratio.denominator}"})  # fmt: skip
-    block = Derivation("block", {}, d.convention, d.symbols, dtype=d.dtype)
-    _block(block, D, norm_first, activation, bias, causal)
-    if _single:
-        d.terms, d.flops, d.backward, d.saved = (
-            block.terms,
-            block.flops,
-            block.backward,
-            block.saved,
-        )
+    if layers is None:
+        _block(d, norm_first, activation, bias, causal)
     else:
+        block = Derivation("block", {}, d.convention, d.symbols, dtype=d.dtype)
+        _block(block, norm_first, activation, bias, causal)
         for t in block.terms:  # one term per parameter of the block, stacked over L layers
-            d.param(f"layers.*.{t.name}", (L, *t.shape), f"L*{_paren(t.formula)}", t.note)
+            d.param(f"layers.*.{t.name}", (layers, *t.shape), f"L*{_paren(t.formula)}", t.note)
         d.extend(block, times="L")
         if final_norm:
-            ln = _layernorm_terms(d, bias)
-            for t in ln.terms:
-                d.param(f"norm.{t.name}", t.shape, t.formula, "final LayerNorm")
-            d.flops += [(f"final norm: {n}", k, f) for n, k, f in ln.flops]
-            d.saved += [(f"final norm: {n}", f, b) for n, f, b in ln.saved]
+            add_layernorm(d, True, bias, prefix="norm.")
     d.notes.append(f"Big-O assumes d_ff proportional to d_model (here d_ff = {ratio}*d_model); "
                    "heads H <= d_model")  # fmt: skip
     d.notes.append(("pre-norm (norm_first=True)" if norm_first else "post-norm (norm_first=False)")

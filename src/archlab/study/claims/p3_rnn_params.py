@@ -25,18 +25,25 @@ def run(ctx: StudyContext) -> dict[str, Any]:
     engine = rnn_params(i, h)
     layer = nn.RNN(i, h)  # the real layer: count what PyTorch allocates
     return {
-        "input_size": i, "hidden_size": h, "seed_answer": SEED_ANSWER, "engine": engine["engine"],
-        "engine_keras": engine["keras"], "engine_pytorch": engine["pytorch"],
+        "input_size": i,
+        "hidden_size": h,
+        "seed_answer": SEED_ANSWER,
+        "engine": engine["engine"],
+        "engine_keras": engine["keras"],
+        "engine_pytorch": engine["pytorch"],
         "torch_numel": sum(p.numel() for p in layer.parameters()),
         "torch_tensors": {n: list(p.shape) for n, p in layer.named_parameters()},
-    }  # fmt: skip
+    }
 
 
 def verdict(m: Mapping[str, Any]) -> Verdict:
     seed, keras, pt = m["seed_answer"], m["engine_keras"], m["torch_numel"]
     if m["engine_pytorch"] != pt:
-        return Verdict("not supported", f"the engine's PyTorch count {m['engine_pytorch']:,} "
-                       f"disagrees with nn.RNN's numel {pt:,}; the derivation is wrong")  # fmt: skip
+        return Verdict(
+            "not supported",
+            f"the engine's PyTorch count {m['engine_pytorch']:,} "
+            f"disagrees with nn.RNN's numel {pt:,}; the derivation is wrong",
+        )
     if seed == keras == pt:
         return Verdict("supported", f"{seed:,} under both conventions")
     if seed == keras:
@@ -47,15 +54,23 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
             f"{pt - keras:,} parameters — measured as sum(p.numel()) of nn.RNN"
             f"({m['input_size']}, {m['hidden_size']}).",
         )
-    return Verdict("not supported", f"the sheet says {seed:,}; Keras gives {keras:,} and PyTorch {pt:,}")
+    return Verdict(
+        "not supported", f"the sheet says {seed:,}; Keras gives {keras:,} and PyTorch {pt:,}"
+    )
 
 
 def tables(m: Mapping[str, Any]) -> list[Table]:
-    rows = [["the answer sheet", m["seed_answer"]], [f"cost engine, Keras ({m['engine']})", m["engine_keras"]],
-            ["cost engine, PyTorch", m["engine_pytorch"]], ["nn.RNN sum(p.numel())", m["torch_numel"]]]  # fmt: skip
+    rows = [
+        ["the answer sheet", m["seed_answer"]],
+        [f"cost engine, Keras ({m['engine']})", m["engine_keras"]],
+        ["cost engine, PyTorch", m["engine_pytorch"]],
+        ["nn.RNN sum(p.numel())", m["torch_numel"]],
+    ]
     shapes = [[k, "×".join(map(str, v)), _prod(v)] for k, v in m["torch_tensors"].items()]
-    return [Table("Parameters (count)", ["source", "params"], rows),
-            Table("PyTorch's tensors", ["tensor", "shape", "params"], shapes)]  # fmt: skip
+    return [
+        Table("Parameters (count)", ["source", "params"], rows),
+        Table("PyTorch's tensors", ["tensor", "shape", "params"], shapes),
+    ]
 
 
 def _prod(shape: list[int]) -> int:
@@ -68,8 +83,10 @@ def _prod(shape: list[int]) -> int:
 def figure(m: Mapping[str, Any]) -> bytes:
     fig, (ax,) = subplots(width=6, height=2.8)
     names = ["W_ih", "W_hh", "b_ih", "b_hh"]
-    vals = [_prod(m["torch_tensors"][f"{n.lower().replace('w_', 'weight_').replace('b_', 'bias_')}_l0"])
-            for n in names]  # fmt: skip
+    vals = [
+        _prod(m["torch_tensors"][f"{n.lower().replace('w_', 'weight_').replace('b_', 'bias_')}_l0"])
+        for n in names
+    ]
     left = 0
     for name, v in zip(names, vals, strict=True):
         ax.barh(["PyTorch"], [v], left=left, label=name)
@@ -86,12 +103,20 @@ def figure(m: Mapping[str, Any]) -> bytes:
 
 CLAIM = register_claim(
     Claim(
-        id="P3", part=3, title="RNN layer parameter count", subject="RNN layer", seed_quote=QUOTE,
+        id="P3",
+        part=3,
+        title="RNN layer parameter count",
+        subject="RNN layer",
+        seed_quote=QUOTE,
         method="Counts the parameters of a vanilla RNN layer (input 100, hidden 200) three ways: the "
         "sheet's sum, the cost engine under the Keras and PyTorch conventions, and sum(p.numel()) "
         "of a real torch.nn.RNN.",
         sizes={p: {"input_size": 100, "hidden_size": 200} for p in ("tiny", "quick", "full")},
-        run=run, verdict=verdict, figure=figure, tables=tables, spread="exact (no randomness)",
-    ),  # fmt: skip
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
+        spread="exact (no randomness)",
+    ),
     __name__,
 )

@@ -23,44 +23,75 @@ def run(ctx: StudyContext) -> dict[str, Any]:
     c_in, c_out, k = ctx.sizes["in_channels"], ctx.sizes["out_channels"], ctx.sizes["kernel_size"]
     layer = nn.Conv2d(c_in, c_out, k)
     # independent of image size: the same layer on two resolutions has the same parameters
-    return {"in_channels": c_in, "out_channels": c_out, "kernel_size": k, "seed_answer": SEED_ANSWER,
-            **{f"engine_{k_}": v for k_, v in conv_params(c_in, c_out, k).items()},
-            "torch_numel": sum(p.numel() for p in layer.parameters()),
-            "torch_weight": int(layer.weight.numel()), "torch_bias": int(layer.bias.numel())}  # fmt: skip
+    return {
+        "in_channels": c_in,
+        "out_channels": c_out,
+        "kernel_size": k,
+        "seed_answer": SEED_ANSWER,
+        **{f"engine_{k_}": v for k_, v in conv_params(c_in, c_out, k).items()},
+        "torch_numel": sum(p.numel() for p in layer.parameters()),
+        "torch_weight": int(layer.weight.numel()),
+        "torch_bias": int(layer.bias.numel()),
+    }
 
 
 def verdict(m: Mapping[str, Any]) -> Verdict:
     seed, eng, pt = m["seed_answer"], m["engine_params"], m["torch_numel"]
     if seed == eng == pt:
-        return Verdict("supported", f"{seed:,} = {m['torch_weight']:,} weights + {m['torch_bias']} "
-                       "biases, equal to nn.Conv2d's numel and the cost engine")  # fmt: skip
+        return Verdict(
+            "supported",
+            f"{seed:,} = {m['torch_weight']:,} weights + {m['torch_bias']} "
+            "biases, equal to nn.Conv2d's numel and the cost engine",
+        )
     return Verdict("not supported", f"the sheet says {seed:,}; engine {eng:,}, nn.Conv2d {pt:,}")
 
 
 def tables(m: Mapping[str, Any]) -> list[Table]:
-    return [Table("Parameters (count)", ["source", "weights", "biases", "total"], [
-        ["the answer sheet", 1728, 64, m["seed_answer"]],
-        [f"cost engine ({m['engine_engine']})", None, None, m["engine_params"]],
-        ["nn.Conv2d sum(p.numel())", m["torch_weight"], m["torch_bias"], m["torch_numel"]]])]  # fmt: skip
+    return [
+        Table(
+            "Parameters (count)",
+            ["source", "weights", "biases", "total"],
+            [
+                ["the answer sheet", 1728, 64, m["seed_answer"]],
+                [f"cost engine ({m['engine_engine']})", None, None, m["engine_params"]],
+                ["nn.Conv2d sum(p.numel())", m["torch_weight"], m["torch_bias"], m["torch_numel"]],
+            ],
+        )
+    ]
 
 
 def figure(m: Mapping[str, Any]) -> bytes:
     fig, (ax,) = subplots(width=6, height=2.6)
-    ax.barh(["sheet", "engine", "nn.Conv2d"], [m["seed_answer"], m["engine_params"], m["torch_numel"]],
-            color=["#8a97a8", "#4c72b0", "#55a868"])  # fmt: skip
+    ax.barh(
+        ["sheet", "engine", "nn.Conv2d"],
+        [m["seed_answer"], m["engine_params"], m["torch_numel"]],
+        color=["#8a97a8", "#4c72b0", "#55a868"],
+    )
     ax.set_xlabel("parameters")
-    ax.set_title(f"Conv {m['in_channels']}→{m['out_channels']}, {m['kernel_size']}×{m['kernel_size']}")
+    ax.set_title(
+        f"Conv {m['in_channels']}→{m['out_channels']}, {m['kernel_size']}×{m['kernel_size']}"
+    )
     return to_png(fig)
 
 
 CLAIM = register_claim(
     Claim(
-        id="P4", part=4, title="Conv layer parameter count", subject="Conv layer", seed_quote=QUOTE,
+        id="P4",
+        part=4,
+        title="Conv layer parameter count",
+        subject="Conv layer",
+        seed_quote=QUOTE,
         method="Counts the parameters of a 3→64 channel, 3×3 convolution: the sheet's sum, the cost "
         "engine, and sum(p.numel()) of a real torch.nn.Conv2d.",
-        sizes={p: {"in_channels": 3, "out_channels": 64, "kernel_size": 3}
-               for p in ("tiny", "quick", "full")},
-        run=run, verdict=verdict, figure=figure, tables=tables, spread="exact (no randomness)",
-    ),  # fmt: skip
+        sizes={
+            p: {"in_channels": 3, "out_channels": 64, "kernel_size": 3}
+            for p in ("tiny", "quick", "full")
+        },
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
+        spread="exact (no randomness)",
+    ),
     __name__,
 )

@@ -27,26 +27,38 @@ def run(ctx: StudyContext) -> dict[str, Any]:
     rows = []
     gen = torch.Generator().manual_seed(ctx.seeds[0])
     for n, d, layers in ctx.sizes["configs"]:
-        stack = nn.Sequential(*(_Causal(Block(d, ctx.sizes["heads"], "naive")) for _ in range(layers)))
+        stack = nn.Sequential(
+            *(_Causal(Block(d, ctx.sizes["heads"], "naive")) for _ in range(layers))
+        )
         x = torch.randn(1, n, d, generator=gen)  # (B, n, d)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             stack(x)
         formula = layers * transformer_layer_flops(n, d)["dense"]
-        rows.append({"n": n, "d": d, "layers": layers, "flop_counter": counter.get_total_flops(),
-                     "formula": formula})  # fmt: skip
+        rows.append(
+            {
+                "n": n,
+                "d": d,
+                "layers": layers,
+                "flop_counter": counter.get_total_flops(),
+                "formula": formula,
+            }
+        )
     t3 = ctx.result_of("T3")
     above = t3["timing"]["layer_time_exponent_above_nstar"]
     return {
         "engine": transformer_layer_flops(8, 8)["engine"],
+        "complexity": transformer_layer_flops(8, 8)["complexity"],
         "flop_checks": rows,
         "crossover_n": t3["crossover_n"],
         "predicted_exponent_above_nstar": t3["flops_exponent_above_nstar"],
         "predicted_exponent_below_nstar": t3["flops_exponent_below_nstar"],
         "timing": {
             "measured_exponent_above_nstar": above["naive"] if above else None,
-            "measured_exponent_below_nstar": (t3["timing"]["layer_time_exponent_below_nstar"] or {}).get("naive"),
+            "measured_exponent_below_nstar": (
+                t3["timing"]["layer_time_exponent_below_nstar"] or {}
+            ).get("naive"),
         },
-    }  # fmt: skip
+    }
 
 
 class _Causal(nn.Module):
@@ -62,37 +74,72 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
     bad = [r for r in m["flop_checks"] if r["flop_counter"] != r["formula"]]
     if bad:
         r = bad[0]
-        return Verdict("not supported", f"FlopCounterMode counts {r['flop_counter']:,} FLOPs at n={r['n']}, "
-                       f"d={r['d']}, L={r['layers']}, the formula {r['formula']:,}")  # fmt: skip
-    exact = (f"L·(24·n·d² + 4·n²·d) FLOPs matches torch's FlopCounterMode exactly at all "
-             f"{len(m['flop_checks'])} (n, d, L) checked")  # fmt: skip
+        return Verdict(
+            "not supported",
+            f"FlopCounterMode counts {r['flop_counter']:,} FLOPs at n={r['n']}, "
+            f"d={r['d']}, L={r['layers']}, the formula {r['formula']:,}",
+        )
+    exact = (
+        f"the cost engine's {m['complexity']} — exactly L·(24·n·d² + 4·n²·d) forward FLOPs at "
+        f"d_ff = 4d — matches torch's FlopCounterMode at all {len(m['flop_checks'])} (n, d, L) checked"
+    )
     pred, meas = m["predicted_exponent_above_nstar"], m["timing"]["measured_exponent_above_nstar"]
     if pred is None or meas is None:
         return Verdict("supported", f"{exact}; no timings beyond n* at this profile")
-    timing = (f"above n* = {m['crossover_n']:g} the formula predicts time ∝ n^{pred:.2f}; measured "
-              f"n^{meas['mean']:.2f} ± {meas['std']:.2f} (T3, whole layer, naive attention)")  # fmt: skip
+    timing = (
+        f"above n* = {m['crossover_n']:g} the formula predicts time ∝ n^{pred:.2f}; measured "
+        f"n^{meas['mean']:.2f} ± {meas['std']:.2f} (T3, whole layer, naive attention)"
+    )
     if meas["mean"] >= pred - TOLERANCE:
         return Verdict("supported", f"{exact}; {timing}")
-    return Verdict("conditional", reason=f"{exact}; {timing}",
-                   condition="the FLOP count is exact, but measured time follows it only where "
-                   "compute, not per-call overhead, dominates")  # fmt: skip
+    return Verdict(
+        "conditional",
+        reason=f"{exact}; {timing}",
+        condition="the FLOP count is exact, but measured time follows it only where "
+        "compute, not per-call overhead, dominates",
+    )
 
 
 def tables(m: Mapping[str, Any]) -> list[Table]:
-    rows = [[r["n"], r["d"], r["layers"], r["formula"], r["flop_counter"],
-             "yes" if r["formula"] == r["flop_counter"] else "NO"] for r in m["flop_checks"]]  # fmt: skip
-    out = [Table("Forward FLOPs (2 per multiply-add): formula vs torch FlopCounterMode",
-                 ["n", "d", "L", "formula", "FlopCounterMode", "equal"], rows)]  # fmt: skip
+    rows = [
+        [
+            r["n"],
+            r["d"],
+            r["layers"],
+            r["formula"],
+            r["flop_counter"],
+            "yes" if r["formula"] == r["flop_counter"] else "NO",
+        ]
+        for r in m["flop_checks"]
+    ]
+    out = [
+        Table(
+            "Forward FLOPs (2 per multiply-add): formula vs torch FlopCounterMode",
+            ["n", "d", "L", "formula", "FlopCounterMode", "equal"],
+            rows,
+        )
+    ]
     t = m["timing"]
     ex = []
     for key in ("below", "above"):
         meas = t[f"measured_exponent_{key}_nstar"]
         pred = m[f"predicted_exponent_{key}_nstar"]
         if meas and pred is not None:
-            ex.append([f"n {'≤' if key == 'below' else '≥'} n*", pred, f"{meas['mean']:.2f} ± {meas['std']:.2f}"])
+            ex.append(
+                [
+                    f"n {'≤' if key == 'below' else '≥'} n*",
+                    pred,
+                    f"{meas['mean']:.2f} ± {meas['std']:.2f}",
+                ]
+            )
     if ex:
-        out.append(Table(f"Exponent b in time ∝ n^b (n* = {m['crossover_n']:g})",
-                         ["range", "FLOP formula", "measured (T3)"], ex))  # fmt: skip
+        out.append(
+            Table(
+                f"Exponent b in time ∝ n^b (n* = {m['crossover_n']:g})",
+                ["range", "FLOP formula", "measured (T3)"],
+                ex,
+            )
+        )
     return out
 
 
@@ -113,16 +160,28 @@ def figure(m: Mapping[str, Any]) -> bytes:
 _CONFIGS = [[16, 8, 1], [64, 16, 1], [64, 16, 2], [256, 32, 1], [128, 64, 3], [512, 16, 2]]
 CLAIM = register_claim(
     Claim(
-        id="P5", part=5, title="Transformer layer complexity", subject="Transformer layer", seed_quote=QUOTE,
+        id="P5",
+        part=5,
+        title="Transformer layer complexity",
+        subject="Transformer layer",
+        seed_quote=QUOTE,
         method="The sheet's formulas are blank; the standard answer is O(n²·d) for the scores and "
         "for scores×V, O(n·d²) for the projections and the feed-forward layer, O(L·(n²·d + n·d²)) "
         "for L layers. We count a real pre-LN layer's forward FLOPs with torch's FlopCounterMode at "
         "several (n, d, L) and compare with the cost engine's exact formula, then compare the "
         "formula's exponent in n with T3's measured whole-layer time exponent on both sides of n*.",
-        sizes={"tiny": {"configs": _CONFIGS[:3], "heads": 2},
-               "quick": {"configs": _CONFIGS, "heads": 4}, "full": {"configs": _CONFIGS, "heads": 4}},
-        run=run, verdict=verdict, figure=figure, tables=tables, requires=("T3",),
-        timing_verdict=True, spread="exact FLOP counts; time exponents mean ± std over repeats",
-    ),  # fmt: skip
+        sizes={
+            "tiny": {"configs": _CONFIGS[:3], "heads": 2},
+            "quick": {"configs": _CONFIGS, "heads": 4},
+            "full": {"configs": _CONFIGS, "heads": 4},
+        },
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
+        requires=("T3",),
+        timing_verdict=True,
+        spread="exact FLOP counts; time exponents mean ± std over repeats",
+    ),
     __name__,
 )

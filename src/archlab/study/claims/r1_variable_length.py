@@ -49,8 +49,11 @@ def padding_checks(s: Mapping[str, Any], seed: int) -> dict[str, dict[str, float
                 d_out = max(d_out, float((packed[i, : len(q)] - alone[0]).abs().max()))
                 d_hp = max(d_hp, float((hp[:, i] - ha[:, 0]).abs().max()))
                 d_hn = max(d_hn, float((hn[:, i] - ha[:, 0]).abs().max()))
-            out[kind] = {"packed_outputs": d_out, "packed_final_state": d_hp,
-                         "unpacked_final_state": d_hn}  # fmt: skip
+            out[kind] = {
+                "packed_outputs": d_out,
+                "packed_final_state": d_hp,
+                "unpacked_final_state": d_hn,
+            }
         g = GPTLM(V, s["width"], 2, 2, L, pos="learned").eval()
         left = torch.zeros(len(seqs), L, dtype=torch.long)  # (B, L) left-padded
         valid = torch.zeros(len(seqs), L, dtype=torch.bool)
@@ -84,29 +87,42 @@ def run(ctx: StudyContext) -> dict[str, Any]:
             if length > T:
                 ratios.append(float(np.mean(loss[T:]) / np.mean(loss[T // 2 : T])))
         arr = np.asarray(rows)
-        curves[label] = {"params": params, "per_position": [mean_std(arr[:, t].tolist()) for t in range(arr.shape[1])],
-                         "beyond_over_within": mean_std(ratios) if ratios else None,
-                         "can_extrapolate": pos != "learned"}  # fmt: skip
+        curves[label] = {
+            "params": params,
+            "per_position": [mean_std(arr[:, t].tolist()) for t in range(arr.shape[1])],
+            "beyond_over_within": mean_std(ratios) if ratios else None,
+            "can_extrapolate": pos != "learned",
+        }
     bar.close()
-    return {"train_len": T, "eval_len": mult * T, "padding": padding_checks(s, ctx.seeds[0]),
-            "extrapolation": curves, "data": text_run(*RUNS[0], ctx.seeds[0], text)["data"]}  # fmt: skip
+    return {
+        "train_len": T,
+        "eval_len": mult * T,
+        "padding": padding_checks(s, ctx.seeds[0]),
+        "extrapolation": curves,
+        "data": text_run(*RUNS[0], ctx.seeds[0], text)["data"],
+    }
 
 
 def verdict(m: Mapping[str, Any]) -> Verdict:
     p = m["padding"]
-    rnn_ok = all(max(p[k]["packed_outputs"], p[k]["packed_final_state"]) < EXACT for k in ("rnn", "lstm", "gru"))
+    rnn_ok = all(
+        max(p[k]["packed_outputs"], p[k]["packed_final_state"]) < EXACT
+        for k in ("rnn", "lstm", "gru")
+    )
     gpt_ok = p["gpt"]["masked_outputs"] < EXACT
     e = m["extrapolation"]
     lstm = e["LSTM"]["beyond_over_within"]["mean"]
     sin = e["GPT (sinusoidal pos.)"]["beyond_over_within"]["mean"]
     T = m["train_len"]
-    facts = (f"padded batches reproduce unpadded outputs: RNNs with packing (max |Δ| "
-             f"{max(p[k]['packed_outputs'] for k in ('rnn', 'lstm', 'gru')):.1e}), GPT with a key-padding "
-             f"mask ({p['gpt']['masked_outputs']:.1e}; without the mask {p['gpt']['unmasked_outputs']:.1e}); "
-             f"without packing the RNN's final state is wrong (|Δ| up to "
-             f"{max(p[k]['unpacked_final_state'] for k in ('rnn', 'lstm', 'gru')):.2f}). Past the training "
-             f"length {T}, loss(beyond)/loss(last half of training window): LSTM {lstm:.2f}, GPT sinusoidal "
-             f"{sin:.2f}; GPT with learned positions cannot run past {T} at all.")  # fmt: skip
+    facts = (
+        f"padded batches reproduce unpadded outputs: RNNs with packing (max |Δ| "
+        f"{max(p[k]['packed_outputs'] for k in ('rnn', 'lstm', 'gru')):.1e}), GPT with a key-padding "
+        f"mask ({p['gpt']['masked_outputs']:.1e}; without the mask {p['gpt']['unmasked_outputs']:.1e}); "
+        f"without packing the RNN's final state is wrong (|Δ| up to "
+        f"{max(p[k]['unpacked_final_state'] for k in ('rnn', 'lstm', 'gru')):.2f}). Past the training "
+        f"length {T}, loss(beyond)/loss(last half of training window): LSTM {lstm:.2f}, GPT sinusoidal "
+        f"{sin:.2f}; GPT with learned positions cannot run past {T} at all."
+    )
     if not rnn_ok:
         return Verdict("not supported", facts)
     if lstm <= 1.05 and (sin > 1.1 or not gpt_ok):
@@ -118,10 +134,18 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
             reason=facts,
         )
     if lstm <= 1.05:
-        return Verdict("conditional", condition="both handle variable lengths; only learned positions "
-                       "fail past the training length", reason=facts)  # fmt: skip
-    return Verdict("conditional", condition=f"padding works for both, but neither extrapolates past "
-                   f"the training length (LSTM loss ×{lstm:.2f})", reason=facts)  # fmt: skip
+        return Verdict(
+            "conditional",
+            condition="both handle variable lengths; only learned positions "
+            "fail past the training length",
+            reason=facts,
+        )
+    return Verdict(
+        "conditional",
+        condition=f"padding works for both, but neither extrapolates past "
+        f"the training length (LSTM loss ×{lstm:.2f})",
+        reason=facts,
+    )
 
 
 def tables(m: Mapping[str, Any]) -> list[Table]:
@@ -132,11 +156,22 @@ def tables(m: Mapping[str, Any]) -> list[Table]:
     ext = []
     for k, d in m["extrapolation"].items():
         r = d["beyond_over_within"]
-        ext.append([k, d["params"], f"{r['mean']:.3f} ± {r['std']:.3f}" if r else "cannot run past T"])
-    return [Table("Padding: max |logit or state difference| vs running each sequence alone",
-                  ["model", "check", "max |Δ|", "same output"], rows),
-            Table(f"Length extrapolation: mean loss at positions ≥ T={m['train_len']} / positions "
-                  f"T/2..T (mean ± std over seeds)", ["model", "params", "loss ratio"], ext)]  # fmt: skip
+        ext.append(
+            [k, d["params"], f"{r['mean']:.3f} ± {r['std']:.3f}" if r else "cannot run past T"]
+        )
+    return [
+        Table(
+            "Padding: max |logit or state difference| vs running each sequence alone",
+            ["model", "check", "max |Δ|", "same output"],
+            rows,
+        ),
+        Table(
+            f"Length extrapolation: mean loss at positions ≥ T={m['train_len']} / positions "
+            f"T/2..T (mean ± std over seeds)",
+            ["model", "params", "loss ratio"],
+            ext,
+        ),
+    ]
 
 
 def figure(m: Mapping[str, Any]) -> bytes:
@@ -153,17 +188,33 @@ def figure(m: Mapping[str, Any]) -> bytes:
 
 CLAIM = register_claim(
     Claim(
-        id="R1", part=1, title="Variable-length input", subject="RNN", seed_quote=QUOTE,
+        id="R1",
+        part=1,
+        title="Variable-length input",
+        subject="RNN",
+        seed_quote=QUOTE,
         method="(a) Padding: a batch of sequences of different lengths is run padded — RNN/LSTM/GRU "
         "right-padded with pack_padded_sequence, GPT left-padded with a key-padding mask — and "
         "compared with each sequence run alone (logits and final state). (b) Length: an LSTM and "
         "GPTs with learned and with sinusoidal positions (matched parameter count) are trained on "
         "character-level text at one window length T, then evaluated on windows of 4T.",
-        sizes={p: {"vocab": 32, "width": 16, "pad_len": 12 if p == "tiny" else 24, "eval_mult": 4,
-                   "eval_batches": {"tiny": 1, "quick": 8, "full": 16}[p], "text": TEXT_RUNS[p]}
-               for p in ("tiny", "quick", "full")},  # fmt: skip
-        run=run, verdict=verdict, figure=figure, tables=tables, trains=True,
+        sizes={
+            p: {
+                "vocab": 32,
+                "width": 16,
+                "pad_len": 12 if p == "tiny" else 24,
+                "eval_mult": 4,
+                "eval_batches": {"tiny": 1, "quick": 8, "full": 16}[p],
+                "text": TEXT_RUNS[p],
+            }
+            for p in ("tiny", "quick", "full")
+        },
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
+        trains=True,
         spread="mean ± std over seeds; bands min–max",
-    ),  # fmt: skip
+    ),
     __name__,
 )

@@ -19,8 +19,11 @@ QUOTE = (
     "entire input sequence in memory during processing. This can be good when working with "
     "resource-constrained environments or when dealing with extremely long sequences."
 )
-TRAIN_MODELS = (("LSTM (BPTT)", "lstm", "sdpa"), ("GPT, naive attention", "gpt", "naive"),
-                ("GPT, SDPA", "gpt", "sdpa"))  # fmt: skip
+TRAIN_MODELS = (
+    ("LSTM (BPTT)", "lstm", "sdpa"),
+    ("GPT, naive attention", "gpt", "naive"),
+    ("GPT, SDPA", "gpt", "sdpa"),
+)
 
 
 def _state_bytes(state) -> int:
@@ -36,7 +39,9 @@ def inference(s: Mapping[str, Any], seed: int, bar) -> dict[str, list[int]]:
     V, L = s["vocab"], s["layers"]
     out = {}
     for label, arch in (("LSTM state", "lstm"), ("GPT KV cache", "gpt")):
-        model = build_lm(arch, V, s["width"][arch], L, max_len=max(s["gen_lens"]), pos="sinusoidal").eval()
+        model = build_lm(
+            arch, V, s["width"][arch], L, max_len=max(s["gen_lens"]), pos="sinusoidal"
+        ).eval()
         tok = torch.randint(V, (1, 1), generator=gen)  # (B=1, 1)
         state, sizes = (model.new_cache() if arch == "gpt" else None), []
         with torch.no_grad():
@@ -77,23 +82,32 @@ def training(s: Mapping[str, Any], seed: int, bar) -> dict[str, list[int]]:
 def run(ctx: StudyContext) -> dict[str, Any]:
     s = dict(ctx.sizes)
     V, L = s["vocab"], s["layers"]
-    s["width"] = {a: width_for_params(a, s["target_params"], V, L, max_len=max(s["train_lens"]))
-                  for a in ("lstm", "gpt")}  # fmt: skip
-    bar = ctx.progress(total=2 * len(s["gen_lens"]) + 3 * len(s["train_lens"]), desc="state/activation bytes")
+    s["width"] = {
+        a: width_for_params(a, s["target_params"], V, L, max_len=max(s["train_lens"]))
+        for a in ("lstm", "gpt")
+    }
+    bar = ctx.progress(
+        total=2 * len(s["gen_lens"]) + 3 * len(s["train_lens"]), desc="state/activation bytes"
+    )
     inf = inference(s, ctx.seeds[0], bar)
     tr = training(s, ctx.seeds[0], bar)
     bar.close()
     d = {a: s["width"][a] for a in ("lstm", "gpt")}
     return {
-        "width": d, "layers": L,
+        "width": d,
+        "layers": L,
         "params": {a: n_params(build_lm(a, V, d[a], L, max_len=max(s["train_lens"]))) for a in d},
-        "gen_lens": s["gen_lens"], "inference_bytes": inf,
-        "inference_formula_bytes": {"LSTM state": [2 * L * d["lstm"] * 4 for _ in s["gen_lens"]],
-                                    "GPT KV cache": [2 * L * n * d["gpt"] * 4 for n in s["gen_lens"]]},
+        "gen_lens": s["gen_lens"],
+        "inference_bytes": inf,
+        "inference_formula_bytes": {
+            "LSTM state": [2 * L * d["lstm"] * 4 for _ in s["gen_lens"]],
+            "GPT KV cache": [2 * L * n * d["gpt"] * 4 for n in s["gen_lens"]],
+        },
         "inference_exponent": {k: loglog_slope(s["gen_lens"], v) for k, v in inf.items()},
-        "train_lens": s["train_lens"], "training_bytes": tr,
+        "train_lens": s["train_lens"],
+        "training_bytes": tr,
         "training_exponent": {k: loglog_slope(s["train_lens"], v) for k, v in tr.items()},
-    }  # fmt: skip
+    }
 
 
 def verdict(m: Mapping[str, Any]) -> Verdict:
@@ -103,12 +117,14 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
     kv_ratio = inf["GPT KV cache"][-1] / inf["LSTM state"][-1]
     inference_holds = ie["LSTM state"] < 0.1 and ie["GPT KV cache"] > 0.9
     ratios = {k: tr[k][-1] / tr["LSTM (BPTT)"][-1] for k in tr if k != "LSTM (BPTT)"}
-    facts = (f"inference: RNN state {inf['LSTM state'][-1]:,} bytes at every length (exponent "
-             f"{ie['LSTM state']:.2f}) vs KV cache {inf['GPT KV cache'][-1]:,} bytes at n={n_inf} "
-             f"(exponent {ie['GPT KV cache']:.2f}, {kv_ratio:.0f}×). Training, bytes saved for "
-             f"backward: LSTM exponent {te['LSTM (BPTT)']:.2f}, GPT naive {te['GPT, naive attention']:.2f}, "
-             f"GPT SDPA {te['GPT, SDPA']:.2f}; at n={n_tr} GPT/LSTM = "
-             + ", ".join(f"{r:.2f}× ({k})" for k, r in ratios.items()))  # fmt: skip
+    facts = (
+        f"inference: RNN state {inf['LSTM state'][-1]:,} bytes at every length (exponent "
+        f"{ie['LSTM state']:.2f}) vs KV cache {inf['GPT KV cache'][-1]:,} bytes at n={n_inf} "
+        f"(exponent {ie['GPT KV cache']:.2f}, {kv_ratio:.0f}×). Training, bytes saved for "
+        f"backward: LSTM exponent {te['LSTM (BPTT)']:.2f}, GPT naive {te['GPT, naive attention']:.2f}, "
+        f"GPT SDPA {te['GPT, SDPA']:.2f}; at n={n_tr} GPT/LSTM = "
+        + ", ".join(f"{r:.2f}× ({k})" for k, r in ratios.items())
+    )
     if not inference_holds:
         return Verdict("not supported", facts)
     if all(r > 1 for r in ratios.values()) and te["LSTM (BPTT)"] < 1.1:
@@ -131,18 +147,31 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
 
 
 def tables(m: Mapping[str, Any]) -> list[Table]:
-    inf = [[n, m["inference_bytes"]["LSTM state"][j], m["inference_formula_bytes"]["LSTM state"][j],
-            m["inference_bytes"]["GPT KV cache"][j], m["inference_formula_bytes"]["GPT KV cache"][j]]
-           for j, n in enumerate(m["gen_lens"])]  # fmt: skip
+    inf = [
+        [
+            n,
+            m["inference_bytes"]["LSTM state"][j],
+            m["inference_formula_bytes"]["LSTM state"][j],
+            m["inference_bytes"]["GPT KV cache"][j],
+            m["inference_formula_bytes"]["GPT KV cache"][j],
+        ]
+        for j, n in enumerate(m["gen_lens"])
+    ]
     keys = list(m["training_bytes"])
-    tr = [[n] + [m["training_bytes"][k][j] / 2**20 for k in keys] for j, n in enumerate(m["train_lens"])]
+    tr = [
+        [n] + [m["training_bytes"][k][j] / 2**20 for k in keys]
+        for j, n in enumerate(m["train_lens"])
+    ]
     tr.append(["exponent"] + [m["training_exponent"][k] for k in keys])
     return [
-        Table(f"Inference: bytes carried between tokens (measured vs formula; widths {m['width']}, "
-              f"params {m['params']})", ["generated n", "LSTM state", "formula 2·L·d·4",
-              "GPT KV cache", "formula 2·L·n·d·4"], inf),
+        Table(
+            f"Inference: bytes carried between tokens (measured vs formula; widths {m['width']}, "
+            f"params {m['params']})",
+            ["generated n", "LSTM state", "formula 2·L·d·4", "GPT KV cache", "formula 2·L·n·d·4"],
+            inf,
+        ),
         Table("Training: MiB saved for backward (params excluded), batch 1", ["n"] + keys, tr),
-    ]  # fmt: skip
+    ]
 
 
 def figure(m: Mapping[str, Any]) -> bytes:
@@ -151,8 +180,10 @@ def figure(m: Mapping[str, Any]) -> bytes:
         a1.plot(m["gen_lens"], v, "o-", label=k)
     for k, v in m["training_bytes"].items():
         a2.plot(m["train_lens"], [b / 2**20 for b in v], "o-", label=k)
-    for ax, t, yl in ((a1, "inference state vs generated length", "bytes"),
-                      (a2, "training: saved for backward", "MiB")):  # fmt: skip
+    for ax, t, yl in (
+        (a1, "inference state vs generated length", "bytes"),
+        (a2, "training: saved for backward", "MiB"),
+    ):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("tokens n")
@@ -164,21 +195,44 @@ def figure(m: Mapping[str, Any]) -> bytes:
 
 CLAIM = register_claim(
     Claim(
-        id="R2", part=1, title="Memory", subject="RNN", seed_quote=QUOTE,
+        id="R2",
+        part=1,
+        title="Memory",
+        subject="RNN",
+        seed_quote=QUOTE,
         method="Inference: an LSTM and a GPT of matched parameter count generate tokens one by one; "
         "after n tokens we weigh the tensors each must carry to the next step (LSTM h and c; GPT's "
         "key/value cache) and compare with the formulas. Training: one forward pass at length n with "
         "saved_tensors_hooks counting the bytes autograd keeps for backward (parameters excluded) — "
         "BPTT for the LSTM, naive and SDPA attention for GPT. Memory is deterministic, so one seed.",
         sizes={
-            "tiny": {"vocab": 16, "layers": 1, "target_params": 3000, "gen_lens": [2, 4, 8],
-                     "train_lens": [8, 16, 32]},
-            "quick": {"vocab": 64, "layers": 2, "target_params": 50_000,
-                      "gen_lens": [16, 64, 256, 1024], "train_lens": [64, 128, 256, 512, 1024]},
-            "full": {"vocab": 64, "layers": 4, "target_params": 1_000_000,
-                     "gen_lens": [16, 64, 256, 1024, 4096], "train_lens": [128, 256, 512, 1024, 2048, 4096]},
-        },  # fmt: skip
-        run=run, verdict=verdict, figure=figure, tables=tables, spread="exact byte counts",
-    ),  # fmt: skip
+            "tiny": {
+                "vocab": 16,
+                "layers": 1,
+                "target_params": 3000,
+                "gen_lens": [2, 4, 8],
+                "train_lens": [8, 16, 32],
+            },
+            "quick": {
+                "vocab": 64,
+                "layers": 2,
+                "target_params": 50_000,
+                "gen_lens": [16, 64, 256, 1024],
+                "train_lens": [64, 128, 256, 512, 1024],
+            },
+            "full": {
+                "vocab": 64,
+                "layers": 4,
+                "target_params": 1_000_000,
+                "gen_lens": [16, 64, 256, 1024, 4096],
+                "train_lens": [128, 256, 512, 1024, 2048, 4096],
+            },
+        },
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
+        spread="exact byte counts",
+    ),
     __name__,
 )

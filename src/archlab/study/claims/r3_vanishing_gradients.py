@@ -42,7 +42,9 @@ def _set_forget_bias(model, value: float) -> None:
         model.rnn.bias_hh_l0[h : 2 * h].fill_(0.0)
 
 
-def grad_norms(arch: str, forget_bias: float | None, seed: int, s: Mapping[str, Any]) -> list[float]:
+def grad_norms(
+    arch: str, forget_bias: float | None, seed: int, s: Mapping[str, Any]
+) -> list[float]:
     """‖∂L/∂x_t‖ (mean over the batch) for t = n-1 … 0, i.e. indexed by distance from the loss."""
     gen = seed_all(seed)
     n, V = s["seq_len"], s["vocab"]
@@ -83,10 +85,12 @@ def run(ctx: StudyContext) -> dict[str, Any]:
             bar.update()
         rel = np.asarray(curves)
         out["variants"][label] = {
-            "arch": arch, "forget_bias": fb, "decay_per_step": mean_std(rates),
+            "arch": arch,
+            "forget_bias": fb,
+            "decay_per_step": mean_std(rates),
             "decay_per_step_seeds": rates,
             "relative_norm": [mean_std(rel[:, k].tolist()) for k in s["report_distances"]],
-        }  # fmt: skip
+        }
     bar.close()
     out["distances"] = s["report_distances"]
     return out
@@ -102,13 +106,19 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
     worst, best = min(v, key=v.get), max(v, key=v.get)
     facts = "; ".join(f"{k} {r:.2f}" for k, r in v.items()) + f"; GPT {gpt:.2f}"
     if gpt <= v[best]:
-        return Verdict("not supported", f"the Transformer's gradient decays as fast as a recurrent "
-                       f"net's (per-step factor: {facts})")  # fmt: skip
+        return Verdict(
+            "not supported",
+            f"the Transformer's gradient decays as fast as a recurrent "
+            f"net's (per-step factor: {facts})",
+        )
     lstm_gap = v["LSTM forget bias 1"] - v["LSTM (PyTorch init)"]
     if v[best] <= 0.9 and lstm_gap < 0.1:
-        return Verdict("supported", f"every recurrent variant's gradient shrinks by ≤ 0.9 per step "
-                       f"(half-life ≤ {half_life(v[best]):.0f} steps) while GPT's does not "
-                       f"(per-step factor: {facts})")  # fmt: skip
+        return Verdict(
+            "supported",
+            f"every recurrent variant's gradient shrinks by ≤ 0.9 per step "
+            f"(half-life ≤ {half_life(v[best]):.0f} steps) while GPT's does not "
+            f"(per-step factor: {facts})",
+        )
     return Verdict(
         "conditional",
         condition=f"true of the tanh RNN (gradient ×{v['tanh RNN']:.2f} per step, half-life "
@@ -125,11 +135,20 @@ def tables(m: Mapping[str, Any]) -> list[Table]:
     rows = []
     for k, d in m["variants"].items():
         r = d["decay_per_step"]
-        rows.append([k, f"{r['mean']:.3f} ± {r['std']:.3f}", f"{r['min']:.3f}–{r['max']:.3f}",
-                     half_life(r["mean"])] + [x["mean"] for x in d["relative_norm"]])  # fmt: skip
+        rows.append(
+            [
+                k,
+                f"{r['mean']:.3f} ± {r['std']:.3f}",
+                f"{r['min']:.3f}–{r['max']:.3f}",
+                half_life(r["mean"]),
+            ]
+            + [x["mean"] for x in d["relative_norm"]]
+        )
     cols = ["model", "decay per step (mean ± std)", "min–max", "half-life (steps)"]
     cols += [f"‖g‖ at distance {k} (rel.)" for k in m["distances"]]
-    return [Table("Gradient of the last-position loss w.r.t. input x_t, at initialization", cols, rows)]
+    return [
+        Table("Gradient of the last-position loss w.r.t. input x_t, at initialization", cols, rows)
+    ]
 
 
 def figure(m: Mapping[str, Any]) -> bytes:
@@ -146,7 +165,11 @@ def figure(m: Mapping[str, Any]) -> bytes:
 
 CLAIM = register_claim(
     Claim(
-        id="R3", part=1, title="Vanishing gradients", subject="RNN", seed_quote=QUOTE,
+        id="R3",
+        part=1,
+        title="Vanishing gradients",
+        subject="RNN",
+        seed_quote=QUOTE,
         method="Feeds random tokens through freshly initialized models (tanh RNN, LSTM at PyTorch's "
         "default init and with forget-gate bias 0 and 1, GRU, GPT; same width), puts a "
         "cross-entropy loss on the last position only, and measures the gradient norm with respect "
@@ -154,15 +177,36 @@ CLAIM = register_claim(
         "factor r is the slope of log‖∂L/∂x_t‖ against distance (fit above a float32 floor), one fit "
         "per seed.",
         sizes={
-            "tiny": {"seq_len": 12, "width": 8, "batch": 2, "vocab": 16, "gpt_layers": 1,
-                     "report_distances": [1, 4, 8]},
-            "quick": {"seq_len": 64, "width": 64, "batch": 16, "vocab": 64, "gpt_layers": 2,
-                      "report_distances": [1, 4, 8, 16, 32, 63]},
-            "full": {"seq_len": 256, "width": 256, "batch": 32, "vocab": 64, "gpt_layers": 4,
-                     "report_distances": [1, 4, 16, 64, 128, 255]},
-        },  # fmt: skip
-        run=run, verdict=verdict, figure=figure, tables=tables,
+            "tiny": {
+                "seq_len": 12,
+                "width": 8,
+                "batch": 2,
+                "vocab": 16,
+                "gpt_layers": 1,
+                "report_distances": [1, 4, 8],
+            },
+            "quick": {
+                "seq_len": 64,
+                "width": 64,
+                "batch": 16,
+                "vocab": 64,
+                "gpt_layers": 2,
+                "report_distances": [1, 4, 8, 16, 32, 63],
+            },
+            "full": {
+                "seq_len": 256,
+                "width": 256,
+                "batch": 32,
+                "vocab": 64,
+                "gpt_layers": 4,
+                "report_distances": [1, 4, 16, 64, 128, 255],
+            },
+        },
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
         spread="mean ± std over seeds (initializations and inputs); bands min–max",
-    ),  # fmt: skip
+    ),
     __name__,
 )

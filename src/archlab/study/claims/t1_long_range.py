@@ -66,8 +66,14 @@ def synthetic(ctx: StudyContext, bar) -> dict[str, Any]:
             gen = seed_all(seed)
             model = build_lm(arch, task.vocab, width, layers, **kw)
             params = n_params(model)
-            train_loop(model, lambda _: task.batch(s["batch"], s["distances"], gen), s["steps"],
-                       s["lr"], _last, bar=bar)  # fmt: skip
+            train_loop(
+                model,
+                lambda _, gen=gen: task.batch(s["batch"], s["distances"], gen),
+                s["steps"],
+                s["lr"],
+                _last,
+                bar=bar,
+            )
             model.eval()
             eval_gen = torch.Generator().manual_seed(30_000 + seed)
             row = []
@@ -77,8 +83,11 @@ def synthetic(ctx: StudyContext, bar) -> dict[str, Any]:
                     row.append(float((model(x)[:, -1].argmax(-1) == y).float().mean()))
             accs.append(row)
         a = np.asarray(accs)
-        out[arch] = {"width": width, "params": params,
-                     "accuracy": [mean_std(a[:, j].tolist()) for j in range(a.shape[1])]}  # fmt: skip
+        out[arch] = {
+            "width": width,
+            "params": params,
+            "accuracy": [mean_std(a[:, j].tolist()) for j in range(a.shape[1])],
+        }
     return out
 
 
@@ -93,14 +102,23 @@ def run(ctx: StudyContext) -> dict[str, Any]:
         rows = []
         for seed in ctx.seeds:
             r = text_run(arch, pos, seed, text, bar)
-            rows.append(per_position_loss(r, text["train_len"], s["text_eval_batches"], text["batch"], seed))
+            rows.append(
+                per_position_loss(r, text["train_len"], s["text_eval_batches"], text["batch"], seed)
+            )
         a = np.asarray(rows)
-        per_pos[ARCH_LABELS[(arch, pos)]] = {"params": r["params"],
-                                             "loss": [mean_std(a[:, t].tolist()) for t in range(a.shape[1])]}  # fmt: skip
+        per_pos[ARCH_LABELS[(arch, pos)]] = {
+            "params": r["params"],
+            "loss": [mean_std(a[:, t].tolist()) for t in range(a.shape[1])],
+        }
     bar.close()
-    return {"distances": s["distances"], "chance": 1 / s["values"], "recall": syn,
-            "text_per_position": per_pos, "train_len": text["train_len"],
-            "data": text_run("lstm", "none", ctx.seeds[0], text)["data"]}  # fmt: skip
+    return {
+        "distances": s["distances"],
+        "chance": 1 / s["values"],
+        "recall": syn,
+        "text_per_position": per_pos,
+        "train_len": text["train_len"],
+        "data": text_run("lstm", "none", ctx.seeds[0], text)["data"],
+    }
 
 
 def _context_gain(loss: list[dict]) -> float:
@@ -117,40 +135,73 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
     rb = acc[rnn_best][-1]
     gains = {k: _context_gain(v["loss"]) for k, v in m["text_per_position"].items()}
     # the first distance where GPT leads the best recurrent model by MARGIN
-    lead = [d for j, d in enumerate(m["distances"])
-            if acc["gpt"][j] >= max(acc[a][j] for a in ("rnn", "lstm", "gru")) + MARGIN]  # fmt: skip
-    facts = (f"recall accuracy at distance {far} (chance {m['chance']:.2f}): GPT {gpt:.2f}, "
-             + ", ".join(f"{LABEL[a]} {acc[a][-1]:.2f}" for a in ("rnn", "lstm", "gru"))
-             + "; on text, loss drop from 1-4 to ≥ "
-             f"{m['train_len'] // 2} characters of context: "
-             + ", ".join(f"{k} {v:.3f}" for k, v in gains.items()) + " nats/char")  # fmt: skip
+    lead = [
+        d
+        for j, d in enumerate(m["distances"])
+        if acc["gpt"][j] >= max(acc[a][j] for a in ("rnn", "lstm", "gru")) + MARGIN
+    ]
+    facts = (
+        f"recall accuracy at distance {far} (chance {m['chance']:.2f}): GPT {gpt:.2f}, "
+        + ", ".join(f"{LABEL[a]} {acc[a][-1]:.2f}" for a in ("rnn", "lstm", "gru"))
+        + "; on text, loss drop from 1-4 to ≥ "
+        f"{m['train_len'] // 2} characters of context: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in gains.items())
+        + " nats/char"
+    )
     if gpt >= rb + MARGIN and lead == [d for d in m["distances"] if d >= lead[0]]:
         if lead[0] == m["distances"][0]:
             return Verdict("supported", facts)
-        return Verdict("conditional", condition=f"GPT leads by ≥ {MARGIN:.2f} accuracy only from "
-                       f"distance {lead[0]} on; at shorter distances the recurrent nets keep up",
-                       reason=facts)  # fmt: skip
+        return Verdict(
+            "conditional",
+            condition=f"GPT leads by ≥ {MARGIN:.2f} accuracy only from "
+            f"distance {lead[0]} on; at shorter distances the recurrent nets keep up",
+            reason=facts,
+        )
     if rb >= gpt + MARGIN:
-        return Verdict("not supported", f"at this budget the best recurrent model ({LABEL[rnn_best]}) "
-                       f"recalls better at the longest distance: {facts}")  # fmt: skip
-    return Verdict("conditional", condition=f"at this budget GPT and the best recurrent model "
-                   f"({LABEL[rnn_best]}) are within {MARGIN:.2f} accuracy at distance {far}",
-                   reason=facts)  # fmt: skip
+        return Verdict(
+            "not supported",
+            f"at this budget the best recurrent model ({LABEL[rnn_best]}) "
+            f"recalls better at the longest distance: {facts}",
+        )
+    return Verdict(
+        "conditional",
+        condition=f"at this budget GPT and the best recurrent model "
+        f"({LABEL[rnn_best]}) are within {MARGIN:.2f} accuracy at distance {far}",
+        reason=facts,
+    )
 
 
 def tables(m: Mapping[str, Any]) -> list[Table]:
     rows = []
     for a in ARCHS:
         r = m["recall"][a]
-        rows.append([LABEL[a], r["params"]] + [f"{x['mean']:.2f} ± {x['std']:.2f}" for x in r["accuracy"]])
-    txt = [[k, v["params"], v["loss"][0]["mean"], float(np.mean([x["mean"] for x in v["loss"][1:5]])),
-            float(np.mean([x["mean"] for x in v["loss"][len(v["loss"]) // 2 :]])), _context_gain(v["loss"])]
-           for k, v in m["text_per_position"].items()]  # fmt: skip
+        rows.append(
+            [LABEL[a], r["params"]] + [f"{x['mean']:.2f} ± {x['std']:.2f}" for x in r["accuracy"]]
+        )
+    txt = [
+        [
+            k,
+            v["params"],
+            v["loss"][0]["mean"],
+            float(np.mean([x["mean"] for x in v["loss"][1:5]])),
+            float(np.mean([x["mean"] for x in v["loss"][len(v["loss"]) // 2 :]])),
+            _context_gain(v["loss"]),
+        ]
+        for k, v in m["text_per_position"].items()
+    ]
     h = m["train_len"] // 2
-    return [Table("Delayed recall accuracy by distance (mean ± std over seeds)",
-                  ["model", "params"] + [f"d={d}" for d in m["distances"]], rows),
-            Table("Text: validation loss (nats/char) by context length, mean over seeds",
-                  ["model", "params", "1 char", "2-5 chars", f"≥ {h + 1} chars", "gain"], txt)]  # fmt: skip
+    return [
+        Table(
+            "Delayed recall accuracy by distance (mean ± std over seeds)",
+            ["model", "params"] + [f"d={d}" for d in m["distances"]],
+            rows,
+        ),
+        Table(
+            "Text: validation loss (nats/char) by context length, mean over seeds",
+            ["model", "params", "1 char", "2-5 chars", f"≥ {h + 1} chars", "gain"],
+            txt,
+        ),
+    ]
 
 
 def figure(m: Mapping[str, Any]) -> bytes:
@@ -175,7 +226,11 @@ def figure(m: Mapping[str, Any]) -> bytes:
 
 CLAIM = register_claim(
     Claim(
-        id="T1", part=1, title="Long-range dependencies", subject="Transformer", seed_quote=QUOTE,
+        id="T1",
+        part=1,
+        title="Long-range dependencies",
+        subject="Transformer",
+        seed_quote=QUOTE,
         method="Delayed recall: a value token follows a marker; after d noise tokens a query asks "
         "for the value. tanh RNN, LSTM, GRU and GPT with matched parameter counts are trained on "
         "mixed distances (same steps, batch and learning rate) and tested per distance. On real "
@@ -183,18 +238,52 @@ CLAIM = register_claim(
         "uses t+1 characters of context, so a model that exploits long context keeps improving "
         "along the window.",
         sizes={
-            "tiny": {"distances": [2, 4, 8], "noise": 4, "values": 4, "target_params": 1500,
-                     "gpt_layers": 2, "steps": 6, "batch": 8, "lr": 3e-3, "eval_size": 32,
-                     "text_eval_batches": 1, "text": TEXT_RUNS["tiny"]},
-            "quick": {"distances": [8, 16, 32, 64], "noise": 8, "values": 8, "target_params": 15_000,
-                      "gpt_layers": 2, "steps": 250, "batch": 32, "lr": 3e-3, "eval_size": 256,
-                      "text_eval_batches": 16, "text": TEXT_RUNS["quick"]},
-            "full": {"distances": [10, 20, 40, 80, 160, 320], "noise": 8, "values": 8,
-                     "target_params": 100_000, "gpt_layers": 2, "steps": 3000, "batch": 64,
-                     "lr": 1e-3, "eval_size": 1024, "text_eval_batches": 16, "text": TEXT_RUNS["full"]},
-        },  # fmt: skip
-        run=run, verdict=verdict, figure=figure, tables=tables, trains=True,
+            "tiny": {
+                "distances": [2, 4, 8],
+                "noise": 4,
+                "values": 4,
+                "target_params": 1500,
+                "gpt_layers": 2,
+                "steps": 6,
+                "batch": 8,
+                "lr": 3e-3,
+                "eval_size": 32,
+                "text_eval_batches": 1,
+                "text": TEXT_RUNS["tiny"],
+            },
+            "quick": {
+                "distances": [8, 16, 32, 64],
+                "noise": 8,
+                "values": 8,
+                "target_params": 15_000,
+                "gpt_layers": 2,
+                "steps": 250,
+                "batch": 32,
+                "lr": 3e-3,
+                "eval_size": 256,
+                "text_eval_batches": 16,
+                "text": TEXT_RUNS["quick"],
+            },
+            "full": {
+                "distances": [10, 20, 40, 80, 160, 320],
+                "noise": 8,
+                "values": 8,
+                "target_params": 100_000,
+                "gpt_layers": 2,
+                "steps": 3000,
+                "batch": 64,
+                "lr": 1e-3,
+                "eval_size": 1024,
+                "text_eval_batches": 16,
+                "text": TEXT_RUNS["full"],
+            },
+        },
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
+        trains=True,
         spread="mean ± std over seeds; bands min–max",
-    ),  # fmt: skip
+    ),
     __name__,
 )

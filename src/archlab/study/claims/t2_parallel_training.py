@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
 from archlab.study.claim import Claim, Table, Verdict, register_claim
 from archlab.study.context import StudyContext
 from archlab.study.lmtrain import ARCH_LABELS, TEXT_RUNS, lm_loss, text_run
-from archlab.study.measure import fit_exponent, first_crossing, mean_std, seed_all, sweep_times
+from archlab.study.measure import first_crossing, fit_exponent, mean_std, seed_all, sweep_times
 from archlab.study.nets import build_lm, n_params, width_for_params
 from archlab.study.plots import band, subplots, to_png
 
@@ -54,38 +53,64 @@ def step_times(s: Mapping[str, Any], seed: int, bar) -> dict[str, Any]:
 def run(ctx: StudyContext) -> dict[str, Any]:
     s = ctx.sizes
     text = s["text"]
-    bar = ctx.progress(total=2 + 2 * len(ctx.seeds) * text["steps"], desc="step time + time to target")
+    bar = ctx.progress(
+        total=2 + 2 * len(ctx.seeds) * text["steps"], desc="step time + time to target"
+    )
     st = step_times(s, ctx.seeds[0], bar)
-    runs = {a: [text_run(a, "learned" if a == "gpt" else "none", seed, text, bar) for seed in ctx.seeds]
-            for a in ARCHS}  # fmt: skip
+    runs = {
+        a: [text_run(a, "learned" if a == "gpt" else "none", seed, text, bar) for seed in ctx.seeds]
+        for a in ARCHS
+    }
     bar.close()
     # the target every run reaches: the worst of the runs' best validation losses
     target = max(min(e["loss"] for e in r["evals"]) for rs in runs.values() for r in rs)
     steps_to, time_to = {}, {}
     for a, rs in runs.items():
-        steps_to[a] = [first_crossing([e["step"] for e in r["evals"]], [e["loss"] for e in r["evals"]], target) for r in rs]
-        time_to[a] = [first_crossing([e["train_s"] for e in r["evals"]], [e["loss"] for e in r["evals"]], target) for r in rs]
+        steps_to[a] = [
+            first_crossing([e["step"] for e in r["evals"]], [e["loss"] for e in r["evals"]], target)
+            for r in rs
+        ]
+        time_to[a] = [
+            first_crossing(
+                [e["train_s"] for e in r["evals"]], [e["loss"] for e in r["evals"]], target
+            )
+            for r in rs
+        ]
     ns, T = s["ns"], st["times"]
     ratio = [[T["gpt"][p][j] / T["lstm"][p][j] for j in range(len(ns))] for p in range(s["passes"])]
     layers = s["layers"]
     return {
-        "device": str(ctx.device), "threads": torch.get_num_threads(), "ns": ns,
-        "params": st["params"], "width": st["width"], "layers": layers,
+        "device": str(ctx.device),
+        "threads": torch.get_num_threads(),
+        "ns": ns,
+        "params": st["params"],
+        "width": st["width"],
+        "layers": layers,
         "sequential_steps": {"lstm": [layers * n for n in ns], "gpt": [layers for _ in ns]},
-        "target_loss": target, "text_params": {a: rs[0]["params"] for a, rs in runs.items()},
+        "target_loss": target,
+        "text_params": {a: rs[0]["params"] for a, rs in runs.items()},
         "steps_to_target": {a: mean_std(v) for a, v in steps_to.items()},
-        "curves": {a: {"step": [e["step"] for e in rs[0]["evals"]],
-                       "loss": [mean_std([r["evals"][i]["loss"] for r in rs]) for i in range(len(rs[0]["evals"]))]}
-                   for a, rs in runs.items()},
+        "curves": {
+            a: {
+                "step": [e["step"] for e in rs[0]["evals"]],
+                "loss": [
+                    mean_std([r["evals"][i]["loss"] for r in rs])
+                    for i in range(len(rs[0]["evals"]))
+                ],
+            }
+            for a, rs in runs.items()
+        },
         "data": runs["lstm"][0]["data"],
         "timing": {
             "step_s": T,
             "gpt_over_lstm_step": [mean_std([r[j] for r in ratio]) for j in range(len(ns))],
             "step_exponent": {a: fit_exponent(ns, T[a]) for a in ARCHS},
             "time_to_target_s": time_to,
-            "gpt_over_lstm_time_to_target": mean_std([g / l for g, l in zip(time_to["gpt"], time_to["lstm"], strict=True)]),
+            "gpt_over_lstm_time_to_target": mean_std(
+                [g / l for g, l in zip(time_to["gpt"], time_to["lstm"], strict=True)]
+            ),
         },
-    }  # fmt: skip
+    }
 
 
 def verdict(m: Mapping[str, Any]) -> Verdict:
@@ -93,14 +118,18 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
     r = [x["mean"] for x in t["gpt_over_lstm_step"]]
     ttt = t["gpt_over_lstm_time_to_target"]["mean"]
     where = f"{m['device']}, {m['threads']} thread(s)"
-    facts = (f"sequential steps: LSTM L·n (= {m['sequential_steps']['lstm'][-1]} at n={m['ns'][-1]}), "
-             f"GPT L = {m['layers']} at any n. Measured on "
-             f"{where}: GPT/LSTM time per training step {r[0]:.2f}× at n={m['ns'][0]} … {r[-1]:.2f}× at "
-             f"n={m['ns'][-1]} (exponents: LSTM {t['step_exponent']['lstm']['mean']:.2f}, GPT "
-             f"{t['step_exponent']['gpt']['mean']:.2f}); time to validation loss {m['target_loss']:.3f}: "
-             f"GPT/LSTM {ttt:.2f}×.")  # fmt: skip
+    facts = (
+        f"sequential steps: LSTM L·n (= {m['sequential_steps']['lstm'][-1]} at n={m['ns'][-1]}), "
+        f"GPT L = {m['layers']} at any n. Measured on "
+        f"{where}: GPT/LSTM time per training step {r[0]:.2f}× at n={m['ns'][0]} … {r[-1]:.2f}× at "
+        f"n={m['ns'][-1]} (exponents: LSTM {t['step_exponent']['lstm']['mean']:.2f}, GPT "
+        f"{t['step_exponent']['gpt']['mean']:.2f}); time to validation loss {m['target_loss']:.3f}: "
+        f"GPT/LSTM {ttt:.2f}×."
+    )
     # GPT is "faster at n" only when the whole mean ± std band of the ratio lies below 1
-    faster = [n for n, x in zip(m["ns"], t["gpt_over_lstm_step"], strict=True) if x["mean"] + x["std"] < 1]
+    faster = [
+        n for n, x in zip(m["ns"], t["gpt_over_lstm_step"], strict=True) if x["mean"] + x["std"] < 1
+    ]
     if len(faster) == len(r) and ttt < 1:
         return Verdict("supported", facts)
     if not faster:
@@ -121,20 +150,38 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
 
 def tables(m: Mapping[str, Any]) -> list[Table]:
     t = m["timing"]
-    rows = [[n, m["sequential_steps"]["lstm"][j], m["sequential_steps"]["gpt"][j],
-             f"{t['gpt_over_lstm_step'][j]['mean']:.2f} ± {t['gpt_over_lstm_step'][j]['std']:.2f}"]
-            for j, n in enumerate(m["ns"])]  # fmt: skip
-    tt = [[ARCH_LABELS[(a, "learned" if a == "gpt" else "none")], m["text_params"][a],
-           f"{m['steps_to_target'][a]['mean']:.0f} ± {m['steps_to_target'][a]['std']:.0f}"]
-          for a in ARCHS]  # fmt: skip
+    rows = [
+        [
+            n,
+            m["sequential_steps"]["lstm"][j],
+            m["sequential_steps"]["gpt"][j],
+            f"{t['gpt_over_lstm_step'][j]['mean']:.2f} ± {t['gpt_over_lstm_step'][j]['std']:.2f}",
+        ]
+        for j, n in enumerate(m["ns"])
+    ]
+    tt = [
+        [
+            ARCH_LABELS[(a, "learned" if a == "gpt" else "none")],
+            m["text_params"][a],
+            f"{m['steps_to_target'][a]['mean']:.0f} ± {m['steps_to_target'][a]['std']:.0f}",
+        ]
+        for a in ARCHS
+    ]
     return [
-        Table(f"Per training step (params {m['params']}, {m['layers']} layer(s)): sequential steps "
-              "and GPT/LSTM time ratio (mean ± std over passes)",
-              ["n", "LSTM sequential steps", "GPT sequential steps", "GPT/LSTM time"], rows),
-        Table(f"Steps to validation loss {m['target_loss']:.3f} (mean ± std over seeds); GPT/LSTM "
-              f"wall-time ratio {t['gpt_over_lstm_time_to_target']['mean']:.2f} ± "
-              f"{t['gpt_over_lstm_time_to_target']['std']:.2f}", ["model", "params", "steps"], tt),
-    ]  # fmt: skip
+        Table(
+            f"Per training step (params {m['params']}, {m['layers']} layer(s)): sequential steps "
+            "and GPT/LSTM time ratio (mean ± std over passes)",
+            ["n", "LSTM sequential steps", "GPT sequential steps", "GPT/LSTM time"],
+            rows,
+        ),
+        Table(
+            f"Steps to validation loss {m['target_loss']:.3f} (mean ± std over seeds); GPT/LSTM "
+            f"wall-time ratio {t['gpt_over_lstm_time_to_target']['mean']:.2f} ± "
+            f"{t['gpt_over_lstm_time_to_target']['std']:.2f}",
+            ["model", "params", "steps"],
+            tt,
+        ),
+    ]
 
 
 def figure(m: Mapping[str, Any]) -> bytes:
@@ -159,22 +206,55 @@ def figure(m: Mapping[str, Any]) -> bytes:
 
 CLAIM = register_claim(
     Claim(
-        id="T2", part=1, title="Parallel training", subject="Transformer", seed_quote=QUOTE,
+        id="T2",
+        part=1,
+        title="Parallel training",
+        subject="Transformer",
+        seed_quote=QUOTE,
         method="Counts the sequential steps each architecture needs per layer (LSTM: one per token; "
         "GPT: one), times a full training step (forward, backward, AdamW) of an LSTM and a GPT of "
         "matched parameter count at growing n (interleaved passes, min of repeated calls), and "
         "trains both on character-level text to a common validation-loss target, recording steps "
         "and wall time to reach it.",
         sizes={
-            "tiny": {"vocab": 16, "layers": 1, "target_params": 3000, "batch": 2, "ns": [8, 16, 32],
-                     "passes": 2, "inner": 1, "text": TEXT_RUNS["tiny"]},
-            "quick": {"vocab": 64, "layers": 2, "target_params": 50_000, "batch": 8,
-                      "ns": [32, 64, 128, 256, 512], "passes": 3, "inner": 2, "text": TEXT_RUNS["quick"]},
-            "full": {"vocab": 64, "layers": 4, "target_params": 1_000_000, "batch": 16,
-                     "ns": [64, 128, 256, 512, 1024, 2048], "passes": 5, "inner": 3, "text": TEXT_RUNS["full"]},
-        },  # fmt: skip
-        run=run, verdict=verdict, figure=figure, tables=tables, trains=True, timing_verdict=True,
+            "tiny": {
+                "vocab": 16,
+                "layers": 1,
+                "target_params": 3000,
+                "batch": 2,
+                "ns": [8, 16, 32],
+                "passes": 2,
+                "inner": 1,
+                "text": TEXT_RUNS["tiny"],
+            },
+            "quick": {
+                "vocab": 64,
+                "layers": 2,
+                "target_params": 50_000,
+                "batch": 8,
+                "ns": [32, 64, 128, 256, 512],
+                "passes": 3,
+                "inner": 2,
+                "text": TEXT_RUNS["quick"],
+            },
+            "full": {
+                "vocab": 64,
+                "layers": 4,
+                "target_params": 1_000_000,
+                "batch": 16,
+                "ns": [64, 128, 256, 512, 1024, 2048],
+                "passes": 5,
+                "inner": 3,
+                "text": TEXT_RUNS["full"],
+            },
+        },
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
+        trains=True,
+        timing_verdict=True,
         spread="mean ± std over seeds (training) or timing passes",
-    ),  # fmt: skip
+    ),
     __name__,
 )

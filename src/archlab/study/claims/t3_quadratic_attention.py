@@ -74,34 +74,48 @@ def run(ctx: StudyContext) -> dict[str, Any]:
         "core_time_s": {i: per_rep[i] for i in IMPLS},
         "layer_time_s": {i: layer_rep[i] for i in IMPLS},
         "core_time_exponent": {i: fit_exponent(ns, per_rep[i]) for i in IMPLS},
-        "layer_time_exponent_below_nstar": {i: fit_exponent([lns[j] for j in lo], sub(layer_rep[i], lo))
-                                            for i in IMPLS} if len(lo) > 1 else None,
-        "layer_time_exponent_above_nstar": {i: fit_exponent([lns[j] for j in hi], sub(layer_rep[i], hi))
-                                            for i in IMPLS} if len(hi) > 1 else None,
+        "layer_time_exponent_below_nstar": {
+            i: fit_exponent([lns[j] for j in lo], sub(layer_rep[i], lo)) for i in IMPLS
+        }
+        if len(lo) > 1
+        else None,
+        "layer_time_exponent_above_nstar": {
+            i: fit_exponent([lns[j] for j in hi], sub(layer_rep[i], hi)) for i in IMPLS
+        }
+        if len(hi) > 1
+        else None,
         "sdpa_over_naive_time_at_max_n": mean_std(
-            [per_rep["sdpa"][r][-1] / per_rep["naive"][r][-1] for r in range(reps)]),
-    }  # fmt: skip
+            [per_rep["sdpa"][r][-1] / per_rep["naive"][r][-1] for r in range(reps)]
+        ),
+    }
     return {
-        "ns": ns, "layer_ns": lns, "engine": eng["engine"], "crossover_n": nstar,
+        "ns": ns,
+        "layer_ns": lns,
+        "engine": eng["engine"],
+        "crossover_n": nstar,
         "layer_flops": flops,
         "flops_exponent_below_nstar": loglog_slope([lns[j] for j in lo], [flops[j] for j in lo])
-        if len(lo) > 1 else None,
+        if len(lo) > 1
+        else None,
         "flops_exponent_above_nstar": loglog_slope([lns[j] for j in hi], [flops[j] for j in hi])
-        if len(hi) > 1 else None,
+        if len(hi) > 1
+        else None,
         "saved_bytes": saved,
         "memory_exponent": {i: loglog_slope(ns, saved[i]) for i in IMPLS},
         "timing": timing,
-    }  # fmt: skip
+    }
 
 
 def verdict(m: Mapping[str, Any]) -> Verdict:
     t = m["timing"]["core_time_exponent"]
     mem = m["memory_exponent"]
     tn, ts = t["naive"]["mean"], t["sdpa"]["mean"]
-    facts = (f"fitted time exponents: naive {tn:.2f} ± {t['naive']['std']:.2f}, SDPA {ts:.2f} ± "
-             f"{t['sdpa']['std']:.2f}; saved-for-backward memory exponents: naive {mem['naive']:.2f}, "
-             f"SDPA {mem['sdpa']:.2f} (n = {m['ns'][0]}…{m['ns'][-1]}). In a whole layer the n² "
-             f"term only dominates past n* = {m['crossover_n']:g} tokens (cost engine).")  # fmt: skip
+    facts = (
+        f"fitted time exponents: naive {tn:.2f} ± {t['naive']['std']:.2f}, SDPA {ts:.2f} ± "
+        f"{t['sdpa']['std']:.2f}; saved-for-backward memory exponents: naive {mem['naive']:.2f}, "
+        f"SDPA {mem['sdpa']:.2f} (n = {m['ns'][0]}…{m['ns'][-1]}). In a whole layer the n² "
+        f"term only dominates past n* = {m['crossover_n']:g} tokens (cost engine)."
+    )
     time_quadratic = tn >= 1.5
     if not time_quadratic:
         return Verdict("not supported", f"attention time did not grow ~n² here: {facts}")
@@ -114,32 +128,69 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
             f"naive attention ({mem['naive']:.2f}) — a fused kernel (SDPA) stores O(n) ({mem['sdpa']:.2f})",
             reason=facts,
         )
-    return Verdict("conditional", condition=f"compute is quadratic, memory is not "
-                   f"(exponent ≈{mem['naive']:.2f})", reason=facts)  # fmt: skip
+    return Verdict(
+        "conditional",
+        condition=f"compute is quadratic, memory is not (exponent ≈{mem['naive']:.2f})",
+        reason=facts,
+    )
 
 
 def tables(m: Mapping[str, Any]) -> list[Table]:
     t = m["timing"]
     naive_t = [sum(r[j] for r in t["core_time_s"]["naive"]) for j in range(len(m["ns"]))]
     sdpa_t = [sum(r[j] for r in t["core_time_s"]["sdpa"]) for j in range(len(m["ns"]))]
-    rows = [[n, m["saved_bytes"]["naive"][j] / 2**20, m["saved_bytes"]["sdpa"][j] / 2**20,
-             naive_t[j] / naive_t[0], sdpa_t[j] / sdpa_t[0]] for j, n in enumerate(m["ns"])]  # fmt: skip
+    rows = [
+        [
+            n,
+            m["saved_bytes"]["naive"][j] / 2**20,
+            m["saved_bytes"]["sdpa"][j] / 2**20,
+            naive_t[j] / naive_t[0],
+            sdpa_t[j] / sdpa_t[0],
+        ]
+        for j, n in enumerate(m["ns"])
+    ]
     e = t["core_time_exponent"]
-    fits = [["time (attention core)", f"{e['naive']['mean']:.2f} ± {e['naive']['std']:.2f}",
-             f"{e['sdpa']['mean']:.2f} ± {e['sdpa']['std']:.2f}"],
-            ["saved-for-backward bytes", f"{m['memory_exponent']['naive']:.2f}",
-             f"{m['memory_exponent']['sdpa']:.2f}"]]  # fmt: skip
+    fits = [
+        [
+            "time (attention core)",
+            f"{e['naive']['mean']:.2f} ± {e['naive']['std']:.2f}",
+            f"{e['sdpa']['mean']:.2f} ± {e['sdpa']['std']:.2f}",
+        ],
+        [
+            "saved-for-backward bytes",
+            f"{m['memory_exponent']['naive']:.2f}",
+            f"{m['memory_exponent']['sdpa']:.2f}",
+        ],
+    ]
     for key, label in (("below", "≤"), ("above", "≥")):
         le = t[f"layer_time_exponent_{key}_nstar"]
         if le:
-            fits.append([f"time (whole layer, n {label} n*)", f"{le['naive']['mean']:.2f} ± {le['naive']['std']:.2f}",
-                         f"{le['sdpa']['mean']:.2f} ± {le['sdpa']['std']:.2f}"])  # fmt: skip
-            fits.append([f"FLOPs formula (whole layer, n {label} n*)", f"{m[f'flops_exponent_{key}_nstar']:.2f}", ""])
+            fits.append(
+                [
+                    f"time (whole layer, n {label} n*)",
+                    f"{le['naive']['mean']:.2f} ± {le['naive']['std']:.2f}",
+                    f"{le['sdpa']['mean']:.2f} ± {le['sdpa']['std']:.2f}",
+                ]
+            )
+            fits.append(
+                [
+                    f"FLOPs formula (whole layer, n {label} n*)",
+                    f"{m[f'flops_exponent_{key}_nstar']:.2f}",
+                    "",
+                ]
+            )
     return [
-        Table("Attention core vs n (memory in MiB; time relative to the smallest n)",
-              ["n", "naive MiB", "SDPA MiB", "naive time ×", "SDPA time ×"], rows),
-        Table("Fitted exponents b in cost ∝ n^b (mean ± std over repeats)", ["quantity", "naive", "SDPA"], fits),
-    ]  # fmt: skip
+        Table(
+            "Attention core vs n (memory in MiB; time relative to the smallest n)",
+            ["n", "naive MiB", "SDPA MiB", "naive time ×", "SDPA time ×"],
+            rows,
+        ),
+        Table(
+            "Fitted exponents b in cost ∝ n^b (mean ± std over repeats)",
+            ["quantity", "naive", "SDPA"],
+            fits,
+        ),
+    ]
 
 
 def figure(m: Mapping[str, Any]) -> bytes:
@@ -150,10 +201,18 @@ def figure(m: Mapping[str, Any]) -> bytes:
         a1.plot(m["ns"], [min(r[j] for r in reps) for j in range(len(m["ns"]))], "o-", label=impl)
         a2.plot(m["ns"], [b / 2**20 for b in m["saved_bytes"][impl]], "o-", label=impl)
         lreps = t["layer_time_s"][impl]
-        a3.plot(m["layer_ns"], [min(r[j] for r in lreps) for j in range(len(m["layer_ns"]))], "o-", label=impl)
+        a3.plot(
+            m["layer_ns"],
+            [min(r[j] for r in lreps) for j in range(len(m["layer_ns"]))],
+            "o-",
+            label=impl,
+        )
     a3.axvline(m["crossover_n"], color="gray", ls="--", label="n* (engine)")
-    for ax, title, yl in ((a1, "attention time", "seconds (min of repeats)"),
-                          (a2, "saved for backward", "MiB"), (a3, "whole layer time", "seconds")):
+    for ax, title, yl in (
+        (a1, "attention time", "seconds (min of repeats)"),
+        (a2, "saved for backward", "MiB"),
+        (a3, "whole layer time", "seconds"),
+    ):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("sequence length n")
@@ -165,23 +224,54 @@ def figure(m: Mapping[str, Any]) -> bytes:
 
 CLAIM = register_claim(
     Claim(
-        id="T3", part=1, title="Quadratic attention", subject="Transformer", seed_quote=QUOTE,
+        id="T3",
+        part=1,
+        title="Quadratic attention",
+        subject="Transformer",
+        seed_quote=QUOTE,
         method="Times forward+backward of causal self-attention (random q, k, v) for growing n, "
         "naive (materialized n×n scores) and PyTorch's fused scaled_dot_product_attention; weighs the "
         "bytes autograd saves for backward (saved_tensors_hooks); fits the exponent b of cost ∝ n^b "
         "per repeat. A whole Transformer layer is timed on both sides of the cost engine's crossover "
         "n*, where the n²·d attention term overtakes the n·d² projections.",
         sizes={
-            "tiny": {"ns": [32, 64, 128], "heads": 2, "head_size": 8, "repeats": 2, "inner": 1,
-                     "layer_ns": [16, 32, 64], "layer_d": 8, "layer_heads": 2},
-            "quick": {"ns": [256, 512, 1024, 2048], "heads": 4, "head_size": 16, "repeats": 3, "inner": 2,
-                      "layer_ns": [32, 64, 128, 256, 512, 1024, 2048], "layer_d": 32, "layer_heads": 4},
-            "full": {"ns": [256, 512, 1024, 2048, 4096, 8192], "heads": 8, "head_size": 64,
-                     "repeats": 5, "inner": 3, "layer_ns": [64, 128, 256, 512, 1024, 2048, 4096, 8192],
-                     "layer_d": 128, "layer_heads": 8},
+            "tiny": {
+                "ns": [32, 64, 128],
+                "heads": 2,
+                "head_size": 8,
+                "repeats": 2,
+                "inner": 1,
+                "layer_ns": [16, 32, 64],
+                "layer_d": 8,
+                "layer_heads": 2,
+            },
+            "quick": {
+                "ns": [256, 512, 1024, 2048],
+                "heads": 4,
+                "head_size": 16,
+                "repeats": 3,
+                "inner": 2,
+                "layer_ns": [32, 64, 128, 256, 512, 1024, 2048],
+                "layer_d": 32,
+                "layer_heads": 4,
+            },
+            "full": {
+                "ns": [256, 512, 1024, 2048, 4096, 8192],
+                "heads": 8,
+                "head_size": 64,
+                "repeats": 5,
+                "inner": 3,
+                "layer_ns": [64, 128, 256, 512, 1024, 2048, 4096, 8192],
+                "layer_d": 128,
+                "layer_heads": 8,
+            },
         },
-        run=run, verdict=verdict, figure=figure, tables=tables, timing_verdict=True,
+        run=run,
+        verdict=verdict,
+        figure=figure,
+        tables=tables,
+        timing_verdict=True,
         spread="mean ± std over timing repeats",
-    ),  # fmt: skip
+    ),
     __name__,
 )
