@@ -322,7 +322,7 @@ def test_ffn(d, dff, act, bias, B, n):
     check(cost, lambda: m(x), m, params=numel(m))
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(**attn_cfg, dff=st.integers(1, 8), layers=st.integers(1, 3), norm_first=st.booleans(),
        final=st.booleans(), gelu=st.booleans())  # fmt: skip
 def test_transformer_vs_nn_transformer_encoder(dh, H, B, n, bias, causal, dff, layers, norm_first, final, gelu):  # fmt: skip

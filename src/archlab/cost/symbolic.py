@@ -15,9 +15,16 @@ from functools import lru_cache
 
 import sympy
 
-__all__ = ["big_o", "parse_complexity", "symbols_for"]
+__all__ = ["big_o", "expr", "parse_complexity", "symbols_for"]
 
 
+@lru_cache(maxsize=8192)
+def expr(formula: str, names: tuple[str, ...]) -> sympy.Expr:
+    """A formula string as a sympy expression in the layer's symbols (parsing is the slow part)."""
+    return sympy.sympify(formula, locals=symbols_for(names))
+
+
+@lru_cache(maxsize=256)
 def symbols_for(names: tuple[str, ...]) -> dict[str, sympy.Symbol]:
     """Positive integer symbols; passed as ``locals`` so names like ``N``/``I``/``E`` stay symbols."""
     return {n: sympy.Symbol(n, positive=True, integer=True) for n in names}
@@ -46,7 +53,7 @@ def big_o(
     if not formulas:
         return None
     syms = symbols_for(symbols)
-    total = sum((sympy.sympify(f, locals=syms) for f in formulas), sympy.Integer(0))
+    total = sum((expr(f, symbols) for f in formulas), sympy.Integer(0))
     total = total.subs({syms[k]: v for k, v in fixed})
     total = total.subs({syms[k]: sympy.sympify(b, locals=syms) for k, b in bounds})
     # Monomials as exponent vectors (negative for a divisor such as conv's groups g).

@@ -175,8 +175,8 @@ class Derivation:
     order: tuple[str, ...] = ()
     outer: tuple[str, ...] = ()
     bounds: dict[str, str] = field(default_factory=dict)  # e.g. {"H": "d"}: heads <= d_model
-    # Symbols replaced by their value (1 if not given) before the Big-O: the batch, and counts
-    # that are constants of the layer (directions, gates, a single layer).
+    # Symbols replaced by their value (1 if not given) before the Big-O: the batch, and L for a
+    # single recurrent layer (directions and gate counts are written as numbers already).
     fixed_symbols: tuple[str, ...] = ("B",)
     terms: list[Term] = field(default_factory=list)
     flops: list[tuple[str, str, str]] = field(default_factory=list)

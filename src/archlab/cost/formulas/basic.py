@@ -155,7 +155,8 @@ def batchnorm(
 
     Costs are for training mode (batch statistics; Ioffe & Szegedy 2015). Running mean/var are
     *buffers* in PyTorch (not in ``parameters()``) but non-trainable *weights* in Keras
-    BatchNormalization, which ``model.count_params()`` includes.
+    BatchNormalization (its docs: "moving_mean and moving_var are non-trainable variables"),
+    which ``model.count_params()`` and ``summary()``'s total include.
     """
     C = positive("num_features", num_features)
     if dims not in (1, 2):

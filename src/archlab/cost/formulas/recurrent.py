@@ -11,9 +11,10 @@ Equations and parameter shapes are the PyTorch docs' (torch.nn.RNN / LSTM / GRU)
 Layer 0 reads input_size features; layer l > 0 reads D·P (D = 2 if bidirectional, P = proj_size
 or hidden_size). PyTorch keeps two bias vectors per layer and direction, b_ih and b_hh, although
 one would do (their sum is what matters). Keras (keras.io/api/layers/recurrent_layers) keeps one:
-SimpleRNN and LSTM a ``bias`` of (units,) / (4·units,); GRU with the default ``reset_after=True``
-a bias of shape (2, 3·units) — the same count as PyTorch's pair — and with ``reset_after=False``
-one (3·units,). Keras has no LSTM projection.
+SimpleRNN and LSTM a ``bias`` of (units,) / (4·units,); GRU with ``reset_after=True`` (the default
+since TF 2 / Keras 2.3; its docs: "separate biases for kernel and recurrent_kernel", the CuDNN
+variant) a bias of shape (2, 3·units) — the same count as PyTorch's pair — and with
+``reset_after=False`` (the TF 1 default) one (3·units,). Keras has no LSTM projection.
 
 Backward (dense): every product costs 2 x forward (grad wrt its input and wrt its weight), except
 that the recurrent product at step 0 acts on the zero initial state, which needs no gradient: one
@@ -24,6 +25,8 @@ different workspace.
 """
 
 from __future__ import annotations
+
+import math
 
 from archlab.cost.formulas._base import (  # fmt: skip
     Derivation,
@@ -46,11 +49,11 @@ POINTWISE = {
     "lstm": ("4*h", "3 sigmoid + tanh(g), c = f*c + i*g, tanh(c), o*tanh(c)", "9*h"),
     "gru": ("2*h", "2 sigmoid, r*(h W_hn + b_hn) + x-part, tanh, (1-z)*n + z*h", "9*h"),
 }
-# Elements saved per step per direction by the cell loop (besides the layer input x_t).
+# Tensors the cell loop saves per step and direction (besides the layer input x_t); the h_t
+# saved by one step is the h_{t-1} of the next, so an RNN keeps h_0..h_n once.
 SAVED = {
-    "rnn": ("h_{t-1} and h_t (shared between steps)", None),
-    "lstm": ("h_{t-1}, i, f, g, o, c_{t-1}, tanh(c_t)[, o*tanh(c_t) before W_hr]", None),
-    "gru": ("h_{t-1}, r, z, h W_hn + b_hn, n, 1-z", None),
+    "lstm": "h_{t-1}, i, f, g, o, c_{t-1}, tanh(c_t)[, o*tanh(c_t) before W_hr]",
+    "gru": "h_{t-1}, r, z, h W_hn + b_hn, n, 1-z",
 }
 
 
@@ -109,7 +112,7 @@ def _recurrent(kind: str, input_size: int, hidden_size: int, *, num_layers: int,
             if proj_size:
                 d.param(f"W_hr{sfx}", (proj_size, h), "p*h", "LSTM projection h_t = W_hr h_t")
     if bias and not proj_size:  # with a projection there is no Keras layer to compare with
-        torch_b, keras_b = 2 * G * h * nl * D, _prod(keras_bias[1]) * nl * D
+        torch_b, keras_b = 2 * G * h * nl * D, math.prod(keras_bias[1]) * nl * D
         why = {"rnn": "Keras SimpleRNN has one bias vector (units,)",
                "lstm": "Keras LSTM has one bias vector (4*units,)",
                "gru": ("Keras GRU(reset_after=True) has one bias of shape (2, 3*units): the same "
@@ -144,19 +147,12 @@ def _recurrent(kind: str, input_size: int, hidden_size: int, *, num_layers: int,
     d.save("layer-0 input x (n, B, i)", "B*n*i")
     if nl > 1:
         d.save("layer inputs 1..L-1 (n, B, D*P)", f"B*n*(L-1)*{Dm}{P}")
-    per_step = {"rnn": None, "lstm": f"{P} + 6*h" + (" + h" if proj_size else ""), "gru": "6*h"}[kind]  # fmt: skip
     if kind == "rnn":
         d.save("h_0..h_n per direction", f"B*(n+1)*L*{Dm}h")
     else:
-        d.save(f"per step and direction: {SAVED[kind][0]}", f"B*n*L*{Dm}({per_step})")
+        per_step = f"{P} + 6*h" + (" + h" if proj_size else "") if kind == "lstm" else "6*h"
+        d.save(f"per step and direction: {SAVED[kind]}", f"B*n*L*{Dm}({per_step})")
     return d.finish(sized)
-
-
-def _prod(shape: tuple[int, ...]) -> int:
-    out = 1
-    for s in shape:
-        out *= s
-    return out
 
 
 def rnn(input_size: int, hidden_size: int, *, num_layers: int = 1, nonlinearity: str = "tanh",

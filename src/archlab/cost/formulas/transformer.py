@@ -32,7 +32,7 @@ from archlab.cost.formulas._base import (
     positive,
 )
 from archlab.cost.formulas.basic import add_layernorm
-from archlab.cost.symbolic import symbols_for
+from archlab.cost.symbolic import expr, symbols_for
 from archlab.cost.types import LayerCost
 from archlab.errors import ArchlabError
 
@@ -244,7 +244,7 @@ def crossover(d: Derivation, causal: bool) -> dict:
     vals.setdefault(syms["B"], 1)
 
     def solve(formulas: list[str]) -> sympy.Rational:
-        poly = sympy.Poly(sum(sympy.sympify(f, locals=syms) for f in formulas).subs(vals), n)
+        poly = sympy.Poly(sum(expr(f, tuple(d.symbols)) for f in formulas).subs(vals), n)
         a, b = poly.coeff_monomial(n**2), poly.coeff_monomial(n)
         return sympy.Rational(b, a)
 
