@@ -34,10 +34,12 @@ log = logging.getLogger(__name__)
 MARKER = ".archlab-study"  # marks an output folder as ours, so we never write into a user's folder
 HELPERS = (
     "context",
+    "imagetrain",
     "lmtrain",
     "measure",
     "nets",
     "textdata",
+    "vision",
 )  # shared code that every cache key covers
 
 

@@ -18,8 +18,8 @@ from archlab.study.vision import conv_outputs, effective_rf, receptive_fields
 
 QUOTE = (
     "CNNs excel at capturing the spatial hierarchy in images through their layered architecture. "
-    "Usually they do something like this: Detect edges and textures at lower layers, Parts of "
-    "objects in middle layers, High-level representations in deeper layers. This hierarchical "
+    "Usually they do something like this: … Detect edges and textures at lower layers … Parts of "
+    "objects in middle layers … High-level representations in deeper layers. … This hierarchical "
     "feature extraction is particularly well-suited for image classification."
 )
 GAIN, LEARNED = 0.03, 0.03  # accuracy margins the verdict asks for (absolute)
