@@ -25,6 +25,7 @@ from archlab.study.claims import v4_parallel_processing as v4
 from archlab.study.context import StudyContext
 from archlab.study.imagetrain import image_run, run_sizes
 from archlab.study.measure import rounded
+from archlab.study.runner import strip_timing
 from archlab.study.vision import (
     effective_rf,
     receptive_fields,
@@ -81,6 +82,8 @@ def test_receptive_field_recurrence_on_a_known_stack():
     # by hand: 3; pool -> 4 (jump 2); +2·2 = 8; +2·2 = 12 (jump 4); +2·2·4 = 28
     assert [r["rf"] for r in receptive_fields(net)] == [3, 8, 12, 28]
     assert [r["jump"] for r in receptive_fields(net)] == [1, 2, 4, 4]
+    # no padding: unit 0's field starts at pixel 0, so its centre is (rf - 1) / 2
+    assert [r["centre0"] for r in receptive_fields(net)] == [1, 3.5, 5.5, 13.5]
 
 
 def test_gradient_support_never_exceeds_the_theoretical_field():
@@ -95,6 +98,10 @@ def test_gradient_support_never_exceeds_the_theoretical_field():
             int(ys.max() - ys.min()) + 1 <= row["rf"] and int(xs.max() - xs.min()) + 1 <= row["rf"]
         )
         assert e["erf"] <= row["rf"]
+    # holding all of the gradient takes exactly the theoretical field (it fits in the image)
+    assert [e["erf"] for e in effective_rf(cnn, torch.randn(4, 1, 24, 24), mass=1.0)] == [
+        r["rf"] for r in rows
+    ]
     # and the field is reached: the last layer's gradient spans its full theoretical width
     assert int(xs.max() - xs.min()) + 1 == rows[-1]["rf"]
 
@@ -170,6 +177,17 @@ def test_flop_counter_agrees_with_the_cost_engine():
     counted = v4.forward_flops(vit, torch.randn(1, 1, 12, 12))
     head = 2 * 16 * 10  # the classifier Linear(d, 10) on the pooled token, not in the engine
     assert counted == v3.engine(16, 4, 2, 36, 1, 2)["flops"] + head
+
+
+def test_same_seeds_same_metrics_except_timing(monkeypatch):
+    from archlab.study import imagetrain
+
+    claim, runs = get_claim("C2"), []
+    for _ in range(2):
+        monkeypatch.setattr(imagetrain, "_MEMO", {})  # train again from scratch
+        ctx = StudyContext("C2", "tiny", [0, 1, 2], dict(claim.sizes["tiny"]), show_progress=False)
+        runs.append(strip_timing(rounded(claim.run(ctx))))
+    assert runs[0] == runs[1]
 
 
 def test_image_runs_are_shared_between_claims():

@@ -115,7 +115,7 @@ def _raw_images() -> tuple[Any, dict[str, Any]]:
     except ArchlabError as e:
         log.info("study: Fashion-MNIST not found (%s); using scikit-learn digits", e)
         ds = load_image_dataset("digits", val_size=0, download=False)
-        note = "Fashion-MNIST not found locally (set $ARCHLAB_DATA); used scikit-learn's 8×8 digits"
+        note = f"Fashion-MNIST unavailable ({e}); used scikit-learn's 8×8 digits"
     return ds, {"dataset": ds.name, "sources": list(ds.sources), "note": note,
                 "native_res": ds.image_size}  # fmt: skip
 

@@ -24,17 +24,31 @@ def _pair(v) -> int:
     return int(v[0] if isinstance(v, tuple) else v)
 
 
+def _padding(mod: nn.Module, k: int, d: int) -> float:
+    p = getattr(mod, "padding", 0)
+    if p == "same":
+        return (k - 1) * d / 2
+    if p == "valid":
+        return 0
+    return _pair(p)
+
+
 def receptive_fields(model: nn.Module) -> list[dict[str, Any]]:
     """One row per ``nn.Conv2d`` in module order (pooling layers fold into the following rows):
-    ``{"layer", "kernel", "stride", "rf" (px, side), "jump" (px)}``. Square kernels assumed."""
-    r, j, rows = 1, 1, []
+    ``{"layer", "kernel", "stride", "rf" (px, side), "jump" (px), "centre0" (px)}``, where
+    ``centre0`` is the input coordinate of output unit 0's field centre, c_l = c_{l-1} +
+    ((k_l - 1)·d_l / 2 - p_l)·j_{l-1} (Araujo et al. 2019, eq. 3 with padding p); unit u's centre
+    is u·jump + centre0. Square kernels assumed."""
+    r, j, c, rows = 1, 1, 0.0, []
     for name, mod in model.named_modules():
         if isinstance(mod, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
             k, s = _pair(mod.kernel_size), _pair(mod.stride)
             d = _pair(mod.dilation) if hasattr(mod, "dilation") else 1
+            c += ((k - 1) * d / 2 - _padding(mod, k, d)) * j
             r, j = r + (k - 1) * d * j, j * s
             if isinstance(mod, nn.Conv2d):
-                rows.append({"layer": name, "kernel": k, "stride": s, "rf": r, "jump": j})
+                rows.append({"layer": name, "kernel": k, "stride": s, "rf": r, "jump": j,
+                             "centre0": c})  # fmt: skip
     return rows
 
 
@@ -50,9 +64,9 @@ def conv_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def effective_rf(model: nn.Module, x: torch.Tensor, mass: float = 0.9) -> list[dict[str, Any]]:
-    """Per conv layer: |∂(sum over channels of the centre unit)/∂x| averaged over images, and the
-    side (px, odd) of the smallest square centred on that unit's input location holding ``mass`` of
-    it. Gradients outside the theoretical receptive field are exactly zero."""
+    """Per conv layer: |∂(sum over channels of the centre unit)/∂x| summed over images, and the
+    side (px) of the smallest square around that unit's field centre holding ``mass`` of it.
+    Gradients outside the theoretical receptive field are exactly zero, so side <= rf."""
     model.eval()
     H = x.shape[-1]
     out = []
@@ -61,17 +75,18 @@ def effective_rf(model: nn.Module, x: torch.Tensor, mass: float = 0.9) -> list[d
         fmap = conv_outputs(model, xi)[i]  # (B, C, h, w)
         h, w = fmap.shape[-2:]
         fmap[:, :, h // 2, w // 2].sum().backward()
-        g = xi.grad.abs().sum(dim=(0, 1))  # (H, W)
+        g = xi.grad.abs().sum(dim=(0, 1)).double()  # (H, W)
         j = row["jump"]
-        cy, cx = (h // 2) * j + (j - 1) // 2, (w // 2) * j + (j - 1) // 2  # the unit's input centre
+        cy, cx = (h // 2) * j + row["centre0"], (w // 2) * j + row["centre0"]  # field centre (px)
         total = float(g.sum())
         side = H
-        for half in range(H):
-            win = g[max(0, cy - half) : cy + half + 1, max(0, cx - half) : cx + half + 1]
-            if total == 0 or float(win.sum()) >= mass * total:
-                side = 2 * half + 1
+        for sd in range(1, H + 1):  # smallest sd×sd window around the centre holding ``mass``
+            y0, x0 = math.ceil(cy - (sd - 1) / 2 - 1e-9), math.ceil(cx - (sd - 1) / 2 - 1e-9)
+            win = g[max(0, y0) : max(0, y0 + sd), max(0, x0) : max(0, x0 + sd)]
+            if total == 0 or float(win.sum()) >= mass * total * (1 - 1e-9):  # float sums differ
+                side = sd
                 break
-        out.append({"erf": side, "grad": g.tolist(), "centre": [cy, cx]})
+        out.append({"erf": side, "grad": g.tolist(), "centre": [float(cy), float(cx)]})
     return out
 
 

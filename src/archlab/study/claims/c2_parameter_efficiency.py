@@ -47,7 +47,7 @@ def run(ctx: StudyContext) -> dict[str, Any]:
             points.append({"arch": arch, "scale": scale, "params": runs[0]["params"],
                            "acc": mean_std([r["test_acc"] for r in runs]),
                            "acc_seeds": [r["test_acc"] for r in runs],
-                           "train_s": mean_std([r["train_s"] for r in runs])})  # fmt: skip
+                           "timing": {"train_s": mean_std([r["train_s"] for r in runs])}})  # fmt: skip
     bar.close()
     eng = s["engine_layer"]
     return {"points": points, "data": data, "steps": s["steps"], "batch": s["batch"],
