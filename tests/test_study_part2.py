@@ -304,6 +304,7 @@ def test_v2_verdicts():
 def _v3(below, above, mem=(2.0, 1.0)):
     return {"timing": {"exponent_below": below and ms(below), "exponent_above": above and ms(above)},
             "memory_exponent": {"materialized": mem[0], "fused": mem[1]}, "n_star": 192,
+            "memory_exponent_above": None,
             "d_model": 32, "patches": [16, 1024]}  # fmt: skip
 
 

@@ -119,7 +119,7 @@ CLAIM = register_claim(
         "tracks the CNN − ViT test-accuracy gap and its trend per tenfold data (a least-squares "
         "slope per seed). The claim predicts a gap that is largest with little data and closes "
         "with more. Quick: 14 px, 500, 1,500 and 4,000 images, 200 steps; full: 28 px, four "
-        "sizes from 500 to all 54,000, 3,000 steps (what ‘sufficient data’ needs — ImageNet-scale — is out of reach on a CPU).",
+        "sizes from 500 to all 60,000, 3,000 steps (what ‘sufficient data’ needs — ImageNet-scale — is out of reach on a CPU).",
         sizes={
             "tiny": _sizes("tiny", [60, 300]),
             "quick": _sizes("quick", [500, 1500, 4000]),
