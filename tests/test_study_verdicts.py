@@ -80,7 +80,7 @@ def test_t1(base, accs, status, text):
 def test_t2(base, ratios, ttt, status, text):
     m = copy.deepcopy(base["T2"])
     m["timing"]["gpt_over_lstm_step"] = [ms(r, 0.05) for r in ratios]
-    m["timing"]["gpt_over_lstm_time_to_target"] = ms(ttt)
+    m["timing"]["gpt_over_lstm_time_to_target"] = [ms(ttt), ms(ttt)]
     v = verdict("T2", m)
     assert v.status == status and text in v.label
 
@@ -212,6 +212,19 @@ def test_p5(base, mismatch, pred, meas, status):
     m["predicted_exponent_above_nstar"] = pred
     m["timing"]["measured_exponent_above_nstar"] = None if meas is None else ms(meas)
     assert verdict("P5", m).status == status
+
+
+@pytest.mark.parametrize(
+    "below,above,status,text",
+    [(0.3, None, "not supported", "straddle"), (0.3, 1.2, "not supported", ""),
+     (1.8, 2.0, "supported", ""), (0.3, 2.0, "conditional", "quadratic only beyond")],
+)  # fmt: skip
+def test_v3(base, below, above, status, text):  # V3 is claims/v3_quadratic_patches (issue 6)
+    m = copy.deepcopy(base["V3"])
+    m["timing"]["exponent_below"] = ms(below)
+    m["timing"]["exponent_above"] = None if above is None else ms(above)
+    v = verdict("V3", m)
+    assert v.status == status and text in v.label + v.reason
 
 
 def test_verdicts_are_pure(base):

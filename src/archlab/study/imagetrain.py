@@ -158,6 +158,11 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 _MEMO: dict[tuple, dict[str, Any]] = {}
 
 
+def clear_memo() -> None:
+    """Forget the trained networks (the runner calls this at the start of every study run)."""
+    _MEMO.clear()
+
+
 def run_key(sizes: Mapping[str, Any]) -> tuple:
     return tuple((k, str(sizes[k])) for k in RUN_KEYS)
 
@@ -198,5 +203,5 @@ def run_sizes(profile: str, **extra: Any) -> dict[str, Any]:
     return {**IMAGE_RUNS[profile], **extra}
 
 
-__all__ = ["ARCHS", "ARCH_LABELS", "IMAGE_RUNS", "ImageData", "accuracy", "build", "image_run",
+__all__ = ["ARCHS", "ARCH_LABELS", "IMAGE_RUNS", "ImageData", "accuracy", "build", "clear_memo", "image_run",
            "load_images", "model_config", "n_params", "predict", "run_sizes"]  # fmt: skip

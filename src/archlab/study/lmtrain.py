@@ -105,6 +105,11 @@ def lm_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 _MEMO: dict[tuple, dict] = {}
 
 
+def clear_memo() -> None:
+    """Forget the memoized runs (the runner calls this at the start of every study run)."""
+    _MEMO.clear()
+
+
 def corpus_for(sizes: Mapping[str, Any]) -> tuple[CharCorpus, dict[str, Any]]:
     text, desc = load_text()
     return CharCorpus(text, sizes["max_chars"]), desc
@@ -173,6 +178,7 @@ def per_position_loss(
 
 
 __all__ = [
+    "clear_memo",
     "ARCH_LABELS",
     "TEXT_RUNS",
     "corpus_for",

@@ -188,16 +188,33 @@ def build_lm(
     raise ValueError(f"arch must be rnn/lstm/gru/gpt, got {arch!r}")
 
 
+def registry_lm(
+    arch: str, vocab: int, width: int, layers: int = 1, max_len: int = 256
+) -> nn.Module:
+    """The project's own model (``archlab.models.create_model``) at the study's sizes: dropout off,
+    untied output (as :func:`build_lm`), 4 heads where the width allows."""
+    from archlab.models import create_model
+
+    if arch in RNN_KINDS:
+        return create_model(arch, vocab_size=vocab, d_model=width, layers=layers, dropout=0.0)
+    heads = next(h for h in (4, 2, 1) if width % h == 0)
+    return create_model("gpt", vocab_size=vocab, d_model=width, layers=layers, heads=heads,
+                        block_size=max_len, dropout=0.0, tie_weights=False)  # fmt: skip
+
+
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def width_for_params(arch: str, target: int, vocab: int, layers: int = 1, **kw) -> int:
+def width_for_params(
+    arch: str, target: int, vocab: int, layers: int = 1, builder=None, **kw
+) -> int:
     """The width whose parameter count is closest to ``target`` (GPT widths are multiples of 4)."""
+    builder = builder or build_lm
     step = 4 if arch == "gpt" else 1
     best, best_err = step, None
     for w in range(step, 1025, step):
-        err = abs(n_params(build_lm(arch, vocab, w, layers, **kw)) - target)
+        err = abs(n_params(builder(arch, vocab, w, layers, **kw)) - target)
         if best_err is None or err < best_err:
             best, best_err = w, err
         elif err > best_err:
@@ -206,6 +223,7 @@ def width_for_params(arch: str, target: int, vocab: int, layers: int = 1, **kw) 
 
 
 __all__ = [
+    "registry_lm",
     "GPTLM",
     "RNNLM",
     "RNN_KINDS",

@@ -8,7 +8,9 @@ the report is rebuilt from every claim cached for the same profile and seeds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
 import inspect
 import json
 import logging
@@ -24,6 +26,7 @@ from typing import Any
 
 import torch
 
+import archlab
 from archlab import __version__
 from archlab.errors import ArchlabError
 from archlab.study.claim import PROFILES, Claim, get_claim, ledger
@@ -32,15 +35,19 @@ from archlab.study.measure import rounded
 
 log = logging.getLogger(__name__)
 MARKER = ".archlab-study"  # marks an output folder as ours, so we never write into a user's folder
+# Shared code every cache key covers: the study's helpers, and the packages the claims build on
+# (cost engine, models, data layer). Editing one claim module reruns only that claim.
 HELPERS = (
-    "context",
-    "imagetrain",
-    "lmtrain",
-    "measure",
-    "nets",
-    "textdata",
-    "vision",
-)  # shared code that every cache key covers
+    "archlab.study.context",
+    "archlab.study.imagetrain",
+    "archlab.study.lmtrain",
+    "archlab.study.measure",
+    "archlab.study.nets",
+    "archlab.study.textdata",
+    "archlab.study.vision",
+    "archlab.study.claims._engine",
+)
+PACKAGES = ("archlab/cost", "archlab/models", "archlab/data")
 
 
 @dataclass
@@ -67,18 +74,25 @@ class StudyOptions:
         self.out = Path(self.out)
 
 
+@functools.lru_cache(maxsize=1)
+def _shared_hash() -> str:
+    h = hashlib.sha256()
+    for name in HELPERS:
+        h.update(inspect.getsource(importlib.import_module(name)).encode())
+    root = Path(archlab.__file__).parent.parent
+    for pkg in PACKAGES:
+        for f in sorted((root / pkg).rglob("*.py")):
+            h.update(f.relative_to(root).as_posix().encode() + f.read_bytes())
+    return h.hexdigest()
+
+
 def _source_hash(claim: Claim) -> str:
     h = hashlib.sha256(inspect.getsource(sys.modules[claim.module]).encode())
-    for name in HELPERS:
-        h.update(inspect.getsource(sys.modules[f"archlab.study.{name}"]).encode())
+    h.update(_shared_hash().encode())
     return h.hexdigest()
 
 
 def claim_key(claim: Claim, opts: StudyOptions, dep_keys: Mapping[str, str]) -> str:
-    import archlab.study.lmtrain  # noqa: F401  (make sure every helper module is loaded)
-    import archlab.study.nets  # noqa: F401
-    import archlab.study.textdata  # noqa: F401
-
     blob = json.dumps(
         {
             "src": _source_hash(claim),
@@ -184,7 +198,11 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
 
 
 def _run_study(opts: StudyOptions, threads: int) -> dict[str, Any]:
+    from archlab.study import imagetrain, lmtrain
     from archlab.study.report import write_reports
+
+    lmtrain.clear_memo()  # every study run trains afresh (shared only between its own claims)
+    imagetrain.clear_memo()
 
     claims = ledger()
     selected = {get_claim(c).id for c in opts.only} if opts.only else {c.id for c in claims}

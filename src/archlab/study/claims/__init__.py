@@ -14,9 +14,8 @@ CLAIM_MODULES = (
     "r1_variable_length",
     "r2_memory",
     "r3_vanishing_gradients",
-    "p3_rnn_params",
-    "p4_conv_params",
-    "p5_transformer_complexity",
+    # Part 2 (issue 6). V3 is v3_quadratic_patches (fused and materialized attention, fits on both
+    # sides of n*); the framework's first plug-in v3_patch_attention measured the same claim.
     "c1_hierarchical_features",
     "c2_parameter_efficiency",
     "c3_translation_invariance",
@@ -25,6 +24,9 @@ CLAIM_MODULES = (
     "v2_data_efficiency",
     "v3_quadratic_patches",
     "v4_parallel_processing",
+    "p3_rnn_params",
+    "p4_conv_params",
+    "p5_transformer_complexity",
 )
 
 for _name in CLAIM_MODULES:

@@ -11,7 +11,7 @@ from archlab.study.claim import Claim, Table, Verdict, register_claim
 from archlab.study.context import StudyContext
 from archlab.study.lmtrain import ARCH_LABELS, TEXT_RUNS, lm_loss, text_run
 from archlab.study.measure import first_crossing, fit_exponent, mean_std, seed_all, sweep_times
-from archlab.study.nets import build_lm, n_params, width_for_params
+from archlab.study.nets import n_params, registry_lm, width_for_params
 from archlab.study.plots import band, subplots, to_png
 
 QUOTE = (
@@ -29,8 +29,8 @@ def step_times(s: Mapping[str, Any], seed: int, bar) -> dict[str, Any]:
     out: dict[str, Any] = {"times": {}, "params": {}, "width": {}}
     for arch in ARCHS:
         layers = s["layers"]
-        w = width_for_params(arch, s["target_params"], V, layers, max_len=max(ns))
-        model = build_lm(arch, V, w, layers, max_len=max(ns))
+        w = width_for_params(arch, s["target_params"], V, layers, registry_lm, max_len=max(ns))
+        model = registry_lm(arch, V, w, layers, max_len=max(ns))  # the project's models
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         out["params"][arch], out["width"][arch] = n_params(model), w
 
@@ -50,32 +50,55 @@ def step_times(s: Mapping[str, Any], seed: int, bar) -> dict[str, Any]:
     return out
 
 
+def _to_target(runs: dict[str, list[dict]]) -> dict[str, Any]:
+    """Steps and seconds for every run to reach the target all of them reach: the worst of the
+    runs' best validation losses."""
+    target = max(min(e["loss"] for e in r["evals"]) for rs in runs.values() for r in rs)
+    out: dict[str, Any] = {"target": target, "steps": {}, "seconds": {}}
+    for a, rs in runs.items():
+        losses = [[e["loss"] for e in r["evals"]] for r in rs]
+        out["steps"][a] = [
+            first_crossing([e["step"] for e in r["evals"]], ls, target)
+            for r, ls in zip(rs, losses, strict=True)
+        ]
+        out["seconds"][a] = [
+            first_crossing([e["train_s"] for e in r["evals"]], ls, target)
+            for r, ls in zip(rs, losses, strict=True)
+        ]
+    return out
+
+
 def run(ctx: StudyContext) -> dict[str, Any]:
     s = ctx.sizes
-    text = s["text"]
+    text, lens = s["text"], s["ttt_lens"]
     bar = ctx.progress(
-        total=2 + 2 * len(ctx.seeds) * text["steps"], desc="step time + time to target"
+        total=2 + 2 * len(lens) * len(ctx.seeds) * text["steps"], desc="step time + time to target"
     )
     st = step_times(s, ctx.seeds[0], bar)
-    runs = {
-        a: [text_run(a, "learned" if a == "gpt" else "none", seed, text, bar) for seed in ctx.seeds]
-        for a in ARCHS
-    }
+    per_len, curves = [], {}
+    for L in lens:
+        sizes = {**text, "train_len": L}
+        runs = {
+            a: [
+                text_run(a, "learned" if a == "gpt" else "none", seed, sizes, bar)
+                for seed in ctx.seeds
+            ]
+            for a in ARCHS
+        }
+        per_len.append(_to_target(runs))
+        curves = {  # learning curves at the longest length, for the figure
+            a: {
+                "step": [e["step"] for e in rs[0]["evals"]],
+                "loss": [
+                    mean_std([r["evals"][i]["loss"] for r in rs])
+                    for i in range(len(rs[0]["evals"]))
+                ],
+            }
+            for a, rs in runs.items()
+        }
+        params = {a: rs[0]["params"] for a, rs in runs.items()}
+        data = runs["lstm"][0]["data"]
     bar.close()
-    # the target every run reaches: the worst of the runs' best validation losses
-    target = max(min(e["loss"] for e in r["evals"]) for rs in runs.values() for r in rs)
-    steps_to, time_to = {}, {}
-    for a, rs in runs.items():
-        steps_to[a] = [
-            first_crossing([e["step"] for e in r["evals"]], [e["loss"] for e in r["evals"]], target)
-            for r in rs
-        ]
-        time_to[a] = [
-            first_crossing(
-                [e["train_s"] for e in r["evals"]], [e["loss"] for e in r["evals"]], target
-            )
-            for r in rs
-        ]
     ns, T = s["ns"], st["times"]
     ratio = [[T["gpt"][p][j] / T["lstm"][p][j] for j in range(len(ns))] for p in range(s["passes"])]
     layers = s["layers"]
@@ -87,28 +110,23 @@ def run(ctx: StudyContext) -> dict[str, Any]:
         "width": st["width"],
         "layers": layers,
         "sequential_steps": {"lstm": [layers * n for n in ns], "gpt": [layers for _ in ns]},
-        "target_loss": target,
-        "text_params": {a: rs[0]["params"] for a, rs in runs.items()},
-        "steps_to_target": {a: mean_std(v) for a, v in steps_to.items()},
-        "curves": {
-            a: {
-                "step": [e["step"] for e in rs[0]["evals"]],
-                "loss": [
-                    mean_std([r["evals"][i]["loss"] for r in rs])
-                    for i in range(len(rs[0]["evals"]))
-                ],
-            }
-            for a, rs in runs.items()
-        },
-        "data": runs["lstm"][0]["data"],
+        "ttt_lens": lens,
+        "target_loss": [p["target"] for p in per_len],
+        "text_params": params,
+        "steps_to_target": {a: [mean_std(p["steps"][a]) for p in per_len] for a in ARCHS},
+        "curves": curves,
+        "data": data,
         "timing": {
             "step_s": T,
             "gpt_over_lstm_step": [mean_std([r[j] for r in ratio]) for j in range(len(ns))],
             "step_exponent": {a: fit_exponent(ns, T[a]) for a in ARCHS},
-            "time_to_target_s": time_to,
-            "gpt_over_lstm_time_to_target": mean_std(
-                [g / l for g, l in zip(time_to["gpt"], time_to["lstm"], strict=True)]
-            ),
+            "time_to_target_s": [p["seconds"] for p in per_len],
+            "gpt_over_lstm_time_to_target": [
+                mean_std(
+                    [g / l for g, l in zip(p["seconds"]["gpt"], p["seconds"]["lstm"], strict=True)]
+                )
+                for p in per_len
+            ],
         },
     }
 
@@ -116,21 +134,23 @@ def run(ctx: StudyContext) -> dict[str, Any]:
 def verdict(m: Mapping[str, Any]) -> Verdict:
     t = m["timing"]
     r = [x["mean"] for x in t["gpt_over_lstm_step"]]
-    ttt = t["gpt_over_lstm_time_to_target"]["mean"]
+    ttt = [x["mean"] for x in t["gpt_over_lstm_time_to_target"]]
     where = f"{m['device']}, {m['threads']} thread(s)"
     facts = (
         f"sequential steps: LSTM L·n (= {m['sequential_steps']['lstm'][-1]} at n={m['ns'][-1]}), "
         f"GPT L = {m['layers']} at any n. Measured on "
         f"{where}: GPT/LSTM time per training step {r[0]:.2f}× at n={m['ns'][0]} … {r[-1]:.2f}× at "
         f"n={m['ns'][-1]} (exponents: LSTM {t['step_exponent']['lstm']['mean']:.2f}, GPT "
-        f"{t['step_exponent']['gpt']['mean']:.2f}); time to validation loss {m['target_loss']:.3f}: "
-        f"GPT/LSTM {ttt:.2f}×."
+        f"{t['step_exponent']['gpt']['mean']:.2f}); GPT/LSTM wall time to a common validation "
+        "loss: "
+        + ", ".join(f"{x:.2f}× at n={n}" for n, x in zip(m["ttt_lens"], ttt, strict=True))
+        + "."
     )
     # GPT is "faster at n" only when the whole mean ± std band of the ratio lies below 1
     faster = [
         n for n, x in zip(m["ns"], t["gpt_over_lstm_step"], strict=True) if x["mean"] + x["std"] < 1
     ]
-    if len(faster) == len(r) and ttt < 1:
+    if len(faster) == len(r) and max(ttt) < 1:
         return Verdict("supported", facts)
     if not faster:
         return Verdict(
@@ -159,13 +179,15 @@ def tables(m: Mapping[str, Any]) -> list[Table]:
         ]
         for j, n in enumerate(m["ns"])
     ]
+
+    def ms(x: dict, digits: int = 0) -> str:
+        return f"{x['mean']:.{digits}f} ± {x['std']:.{digits}f}"
+
     tt = [
-        [
-            ARCH_LABELS[(a, "learned" if a == "gpt" else "none")],
-            m["text_params"][a],
-            f"{m['steps_to_target'][a]['mean']:.0f} ± {m['steps_to_target'][a]['std']:.0f}",
-        ]
-        for a in ARCHS
+        [n, m["target_loss"][j]]
+        + [ms(m["steps_to_target"][a][j]) for a in ARCHS]
+        + [ms(t["gpt_over_lstm_time_to_target"][j], 2)]
+        for j, n in enumerate(m["ttt_lens"])
     ]
     return [
         Table(
@@ -175,10 +197,9 @@ def tables(m: Mapping[str, Any]) -> list[Table]:
             rows,
         ),
         Table(
-            f"Steps to validation loss {m['target_loss']:.3f} (mean ± std over seeds); GPT/LSTM "
-            f"wall-time ratio {t['gpt_over_lstm_time_to_target']['mean']:.2f} ± "
-            f"{t['gpt_over_lstm_time_to_target']['std']:.2f}",
-            ["model", "params", "steps"],
+            f"Training on text to a common validation loss (the worst run's best; mean ± std over "
+            f"seeds; params {m['text_params']})",
+            ["n (train length)", "target loss", "LSTM steps", "GPT steps", "GPT/LSTM wall time"],
             tt,
         ),
     ]
@@ -195,10 +216,10 @@ def figure(m: Mapping[str, Any]) -> bytes:
     a1.set_title("Who trains faster per step?")
     for a, c in m["curves"].items():
         band(a2, c["step"], c["loss"], ARCH_LABELS[(a, "learned" if a == "gpt" else "none")])
-    a2.axhline(m["target_loss"], color="gray", ls="--", lw=1, label="target")
+    a2.axhline(m["target_loss"][-1], color="gray", ls="--", lw=1, label="target")
     a2.set_xlabel("training step")
     a2.set_ylabel("validation loss (nats/char)")
-    a2.set_title("Learning curves (band: min–max over seeds)")
+    a2.set_title(f"Learning curves at n={m['ttt_lens'][-1]} (band: min–max)")
     a2.legend(fontsize=8)
     a1.legend(fontsize=8)
     return to_png(fig)
@@ -212,10 +233,10 @@ CLAIM = register_claim(
         subject="Transformer",
         seed_quote=QUOTE,
         method="Counts the sequential steps each architecture needs per layer (LSTM: one per token; "
-        "GPT: one), times a full training step (forward, backward, AdamW) of an LSTM and a GPT of "
-        "matched parameter count at growing n (interleaved passes, min of repeated calls), and "
-        "trains both on character-level text to a common validation-loss target, recording steps "
-        "and wall time to reach it.",
+        "GPT: one), times a full training step (forward, backward, AdamW) of the project's LSTM and "
+        "GPT (archlab.models) at matched parameter count at growing n (interleaved passes, min of repeated calls), and "
+        "trains both on character-level text at several window lengths n to a common validation-loss "
+        "target per n, recording steps and wall time to reach it.",
         sizes={
             "tiny": {
                 "vocab": 16,
@@ -223,6 +244,7 @@ CLAIM = register_claim(
                 "target_params": 3000,
                 "batch": 2,
                 "ns": [8, 16, 32],
+                "ttt_lens": [8, 16],
                 "passes": 2,
                 "inner": 1,
                 "text": TEXT_RUNS["tiny"],
@@ -233,6 +255,7 @@ CLAIM = register_claim(
                 "target_params": 50_000,
                 "batch": 8,
                 "ns": [32, 64, 128, 256, 512],
+                "ttt_lens": [32, 64],
                 "passes": 3,
                 "inner": 2,
                 "text": TEXT_RUNS["quick"],
@@ -243,6 +266,7 @@ CLAIM = register_claim(
                 "target_params": 1_000_000,
                 "batch": 16,
                 "ns": [64, 128, 256, 512, 1024, 2048],
+                "ttt_lens": [64, 128, 256],
                 "passes": 5,
                 "inner": 3,
                 "text": TEXT_RUNS["full"],
