@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 IMAGE_RUNS: dict[str, dict[str, Any]] = {
     "tiny": {"res": 8, "patch": 2, "train_size": 300, "test_size": 200, "steps": 8, "batch": 32,
              "lr": 3e-3, "width": 0.5},
-    "quick": {"res": 14, "patch": 2, "train_size": 4000, "test_size": 2000, "steps": 200,
+    "quick": {"res": 14, "patch": 2, "train_size": 4000, "test_size": 2000, "steps": 300,
               "batch": 64, "lr": 3e-3, "width": 1.0},
     "full": {"res": 28, "patch": 4, "train_size": None, "test_size": 10000, "steps": 3000,
              "batch": 128, "lr": 1e-3, "width": 2.0},

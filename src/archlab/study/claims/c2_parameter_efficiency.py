@@ -149,7 +149,7 @@ CLAIM = register_claim(
         "accuracy with no more parameters. The cost engine shows why: a conv layer's k²·C_in·C_out "
         "weights do not depend on the image size, while a dense layer between the same feature maps "
         "grows with the pixel count squared. Quick: Fashion-MNIST downsampled to 14 px, 4,000 "
-        "training images, 200 steps; full: 28 px, all 60,000 images, 3,000 steps, three widths.",
+        "training images, 300 steps; full: 28 px, all 60,000 images, 3,000 steps, three widths.",
         sizes={
             "tiny": run_sizes("tiny", scales=[0.5, 1.0], image_sizes=[8, 32], engine_layer=_ENGINE),
             "quick": run_sizes(

@@ -118,7 +118,7 @@ CLAIM = register_claim(
         "size with the same budget (steps × batch, AdamW, no augmentation), 3 seeds each, and "
         "tracks the CNN − ViT test-accuracy gap and its trend per tenfold data (a least-squares "
         "slope per seed). The claim predicts a gap that is largest with little data and closes "
-        "with more. Quick: 14 px, 500, 1,500 and 4,000 images, 200 steps; full: 28 px, four "
+        "with more. Quick: 14 px, 500, 1,500 and 4,000 images, 300 steps; full: 28 px, four "
         "sizes from 500 to all 60,000, 3,000 steps (what ‘sufficient data’ needs — ImageNet-scale — is out of reach on a CPU).",
         sizes={
             "tiny": _sizes("tiny", [60, 300]),
