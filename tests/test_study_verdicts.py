@@ -203,6 +203,7 @@ def test_p4(base, torch_numel, status):
         (False, None, None, "supported"),
         (False, 1.8, 1.7, "supported"),
         (False, 1.8, 0.9, "conditional"),
+        (False, 1.8, 2.6, "conditional"),
     ],
 )
 def test_p5(base, mismatch, pred, meas, status):
@@ -225,6 +226,18 @@ def test_v3(base, below, above, status, text):  # V3 is claims/v3_quadratic_patc
     m["timing"]["exponent_above"] = None if above is None else ms(above)
     v = verdict("V3", m)
     assert v.status == status and text in v.label + v.reason
+
+
+@pytest.mark.parametrize(
+    "ratio,status,text",
+    [(1.5, "supported", ""), (0.3, "conditional", "slower per image"),
+     (1.0, "conditional", "no faster than a CNN")],
+)  # fmt: skip
+def test_v4(base, ratio, status, text):  # V4 is claims/v4_parallel_processing (issue 6)
+    m = copy.deepcopy(base["V4"])
+    m["timing"]["training"]["vit_over_cnn_images_per_s"] = ms(ratio)
+    v = verdict("V4", m)
+    assert v.status == status and text in v.label
 
 
 def test_verdicts_are_pure(base):

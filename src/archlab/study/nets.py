@@ -198,8 +198,16 @@ def registry_lm(
     if arch in RNN_KINDS:
         return create_model(arch, vocab_size=vocab, d_model=width, layers=layers, dropout=0.0)
     heads = next(h for h in (4, 2, 1) if width % h == 0)
-    return create_model("gpt", vocab_size=vocab, d_model=width, layers=layers, heads=heads,
-                        block_size=max_len, dropout=0.0, tie_weights=False)  # fmt: skip
+    return create_model(
+        "gpt",
+        vocab_size=vocab,
+        d_model=width,
+        layers=layers,
+        heads=heads,
+        block_size=max_len,
+        dropout=0.0,
+        tie_weights=False,
+    )
 
 
 def n_params(model: nn.Module) -> int:

@@ -257,7 +257,9 @@ def _run_study(opts: StudyOptions, threads: int) -> dict[str, Any]:
             "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }
-    write_atomic(opts.out / "results.json", json.dumps(results, indent=1, sort_keys=True))
+    text = json.dumps(results, indent=1, sort_keys=True)
+    write_atomic(opts.out / "results.json", text)
+    results = json.loads(text)  # the report shows exactly what results.json holds
     write_reports(results, opts.out)
     return results
 

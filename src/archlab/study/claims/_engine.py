@@ -26,8 +26,12 @@ def transformer_layer_flops(n: int, d: int, ffn_mult: int = 4) -> dict[str, Any]
     d, and the engine's crossover n* where the n² terms (QKᵀ, AV) overtake the n·d² terms
     (projections, FFN): n* = 2·d + d_ff = 6·d at d_ff = 4·d."""
     cost = layers.transformer(d, 1, 1, ffn_mult * d, seq_len=n, norm_first=True)
-    return {"engine": ENGINE, "dense": cost.flops_forward_dense, "complexity": cost.complexity,
-            "crossover_n": cost.derived["crossover"]["n_star_dense"]}  # fmt: skip
+    return {
+        "engine": ENGINE,
+        "dense": cost.flops_forward_dense,
+        "complexity": cost.complexity,
+        "crossover_n": cost.derived["crossover"]["n_star_dense"],
+    }
 
 
 __all__ = ["ENGINE", "conv_params", "rnn_params", "transformer_layer_flops"]

@@ -227,3 +227,5 @@ CLAIM = register_claim(
     ),  # fmt: skip
     __name__,
 )
+
+__all__ = ["CLAIM", "QUOTE", "figure", "run", "tables", "verdict"]

@@ -20,7 +20,7 @@ QUOTE = (
     "product between each pair of positions in the sequence. … Total complexity: … If you have more "
     "than one Transformer layer, this would turn into , where is the number of layers."
 )
-TOLERANCE = 0.4  # how far a measured time exponent may sit below the FLOP formula's exponent
+TOLERANCE = 0.4  # how far a measured time exponent may sit from the FLOP formula's exponent
 
 
 def run(ctx: StudyContext) -> dict[str, Any]:
@@ -90,8 +90,16 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
         f"above n* = {m['crossover_n']:g} the formula predicts time ∝ n^{pred:.2f}; measured "
         f"n^{meas['mean']:.2f} ± {meas['std']:.2f} (T3, whole layer, naive attention)"
     )
-    if meas["mean"] >= pred - TOLERANCE:
+    if abs(meas["mean"] - pred) <= TOLERANCE:
         return Verdict("supported", f"{exact}; {timing}")
+    if meas["mean"] > pred:
+        return Verdict(
+            "conditional",
+            reason=f"{exact}; {timing}",
+            condition=f"the FLOP count is exact, but time grows faster than it "
+            f"(n^{meas['mean']:.1f} vs n^{pred:.1f}): once the n×n scores outgrow the caches, "
+            "memory traffic, not FLOPs, sets the time of naive attention",
+        )
     return Verdict(
         "conditional",
         reason=f"{exact}; {timing}",
@@ -185,3 +193,5 @@ CLAIM = register_claim(
     ),
     __name__,
 )
+
+__all__ = ["CLAIM", "QUOTE", "figure", "run", "tables", "verdict"]

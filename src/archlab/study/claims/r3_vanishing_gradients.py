@@ -210,3 +210,5 @@ CLAIM = register_claim(
     ),
     __name__,
 )
+
+__all__ = ["CLAIM", "QUOTE", "figure", "run", "tables", "verdict"]

@@ -234,3 +234,5 @@ CLAIM = register_claim(
     ),  # fmt: skip
     __name__,
 )
+
+__all__ = ["CLAIM", "QUOTE", "figure", "run", "tables", "verdict"]
