@@ -39,10 +39,12 @@ MARKER = ".archlab-study"  # marks an output folder as ours, so we never write i
 # (cost engine, models, data layer). Editing one claim module reruns only that claim.
 HELPERS = (
     "archlab.study.context",
+    "archlab.study.imagetrain",
     "archlab.study.lmtrain",
     "archlab.study.measure",
     "archlab.study.nets",
     "archlab.study.textdata",
+    "archlab.study.vision",
     "archlab.study.claims._engine",
 )
 PACKAGES = ("archlab/cost", "archlab/models", "archlab/data")
@@ -196,10 +198,11 @@ def run_study(opts: StudyOptions) -> dict[str, Any]:
 
 
 def _run_study(opts: StudyOptions, threads: int) -> dict[str, Any]:
-    from archlab.study import lmtrain
+    from archlab.study import imagetrain, lmtrain
     from archlab.study.report import write_reports
 
     lmtrain.clear_memo()  # every study run trains afresh (shared only between its own claims)
+    imagetrain.clear_memo()
 
     claims = ledger()
     selected = {get_claim(c).id for c in opts.only} if opts.only else {c.id for c in claims}
