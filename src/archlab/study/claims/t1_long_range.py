@@ -237,7 +237,9 @@ CLAIM = register_claim(
         seed_quote=QUOTE,
         method="Delayed recall: a value token follows a marker; after d noise tokens a query asks "
         "for the value. tanh RNN, LSTM, GRU and GPT with matched parameter counts are trained on "
-        "mixed distances (same steps, batch and learning rate) and tested per distance. On real "
+        "mixed distances (same steps, batch and learning rate) and tested per distance; the "
+        "answer is the language model's next-token prediction at the query among the value "
+        "tokens (archlab's own rnn/lstm/gru/gpt, as `create_model` builds them). On real "
         "text, an LSTM and a GPT of matched size are scored per position: the loss at position t "
         "uses t+1 characters of context, so a model that exploits long context keeps improving "
         "along the window.",
