@@ -108,7 +108,7 @@ def test_no_future_leak_at_any_position(name):
     assert future_leak(model, T) < 1e-5
 
 
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "none"])
 def test_gpt_causal_for_every_t_and_the_check_catches_a_missing_mask(positions, monkeypatch):
     model = randomized(build("gpt", positions=positions))
     assert future_leak(model, 16) < 1e-5
@@ -199,9 +199,11 @@ def test_forget_bias_only_exists_for_lstm():
 # ---- GPT KV cache and positions ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
-def test_gpt_cached_decoding_equals_full_forward(positions):
-    model = build("gpt", positions=positions).eval()
+@pytest.mark.parametrize(
+    "positions, attention", [("learned", "sdpa"), ("sinusoidal", "sdpa"), ("none", "naive")]
+)
+def test_gpt_cached_decoding_equals_full_forward(positions, attention):
+    model = build("gpt", positions=positions, attention=attention).eval()
     idx = torch.randint(0, 11, (2, 16), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         full = model(idx)  # (2, 16, V)
@@ -325,6 +327,7 @@ def test_tying_needs_equal_widths():
         ("gpt", dict(d_model=16, heads=3), "heads"),
         ("gpt", dict(block_size=0), "block_size"),
         ("gpt", dict(positions="rotary"), "positions"),
+        ("gpt", dict(attention="flash"), "attention"),
         ("gpt", dict(positions="sinusoidal", d_model=15, heads=1), "d_model"),
         ("gpt", dict(dropout=1.0), "dropout"),
         ("lstm", dict(layers=0), "layers"),
@@ -334,6 +337,128 @@ def test_tying_needs_equal_widths():
 def test_bad_config_names_the_field(name, bad, field):
     with pytest.raises(ValueError, match=field):
         create_model(name, **bad)
+
+
+# ---- attention implementations, padding, embeddings -------------------------------------------
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "none"])
+def test_gpt_naive_attention_equals_sdpa_in_outputs_and_gradients(positions):
+    sdpa = randomized(build("gpt", positions=positions)).eval()
+    naive = build("gpt", positions=positions, attention="naive").eval()
+    naive.load_state_dict(sdpa.state_dict())
+    idx = torch.randint(0, 11, (3, 16), generator=torch.Generator().manual_seed(2))
+    a, b = sdpa(idx), naive(idx)  # (3, 16, V)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+    assert (a - b).abs().max() < 1e-5 < a.abs().max()  # not vacuous
+    a.square().sum().backward()
+    b.square().sum().backward()
+    for (name, p), q in zip(sdpa.named_parameters(), naive.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_naive_attention_keeps_the_n_by_n_scores_for_backward():
+    T, hs = 24, 8
+    q, k, v = (torch.randn(1, 2, T, hs, requires_grad=True) for _ in range(3))
+    for impl in ("naive", "sdpa"):
+        shapes = []
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda t, shapes=shapes: shapes.append(t.shape) or t, lambda t: t
+        ):
+            y = gpt_mod.attend(q, k, v, causal=True, impl=impl)  # (1, 2, T, hs)
+        assert y.shape == (1, 2, T, hs)
+        has_scores = any(tuple(s[-2:]) == (T, T) for s in shapes)
+        assert has_scores == (impl == "naive"), (impl, shapes)
+    ref = (
+        torch.softmax(
+            (q @ k.transpose(-2, -1)) / hs**0.5 + torch.full((T, T), float("-inf")).triu(1), -1
+        )
+        @ v
+    )
+    torch.testing.assert_close(gpt_mod.attend(q, k, v, causal=True, impl="naive"), ref)
+
+
+def _padded(seqs: list[torch.Tensor], T: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) ids padded with token 0 on ``side`` and the (B, T) mask, True = real token."""
+    idx = torch.zeros(len(seqs), T, dtype=torch.long)
+    real = torch.zeros(len(seqs), T, dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        cols = slice(0, len(s)) if side == "right" else slice(T - len(s), T)
+        idx[i, cols], real[i, cols] = s, True
+    return idx, real
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize(
+    "positions, attention", [("learned", "sdpa"), ("sinusoidal", "naive"), ("none", "sdpa")]
+)
+def test_gpt_key_padding_mask_gives_each_sequence_its_unpadded_logits(side, positions, attention):
+    model = randomized(build("gpt", positions=positions, attention=attention)).eval()
+    g = torch.Generator().manual_seed(5)
+    seqs = [torch.randint(1, 11, (n,), generator=g) for n in (16, 11, 5, 1)]
+    idx, real = _padded(seqs, 16, side)
+    with torch.no_grad():
+        masked = model(idx, key_padding_mask=real)  # (4, 16, V)
+        unmasked = model(idx)
+        worst_masked = worst_unmasked = 0.0
+        for i, s in enumerate(seqs):
+            alone = model(s[None])[0]  # (n, V)
+            worst_masked = max(worst_masked, (masked[i][real[i]] - alone).abs().max().item())
+            worst_unmasked = max(worst_unmasked, (unmasked[i][real[i]] - alone).abs().max().item())
+    assert worst_masked < 1e-5
+    assert torch.isfinite(masked).all()  # pad queries see themselves: no empty softmax row
+    if side == "left":  # negative control: without the mask, left pads leak into real tokens
+        assert worst_unmasked > 1e-2
+
+
+def test_gpt_key_padding_mask_with_a_cache_and_a_bad_shape():
+    model = randomized(build("gpt", positions="sinusoidal")).eval()
+    idx, real = _padded([torch.arange(1, 11), torch.arange(1, 5)], 12, "left")
+    with torch.no_grad():
+        full = model(idx, key_padding_mask=real)  # (2, 12, V)
+        out, cache = model(idx[:, :8], key_padding_mask=real[:, :8], use_cache=True)
+        rest, _ = model(idx[:, 8:], past_kv=cache, use_cache=True, key_padding_mask=real)
+    torch.testing.assert_close(torch.cat((out, rest), 1)[real], full[real], atol=1e-5, rtol=0)
+    with pytest.raises(ArchlabError, match="key_padding_mask"):
+        model(idx, key_padding_mask=real[:, :5])
+
+
+@pytest.mark.parametrize("name", [*RNN_CELLS, "gpt"])
+def test_inputs_embeds_equals_ids(name):
+    model = randomized(build(name, positions="sinusoidal") if name == "gpt" else build(name))
+    model.eval()
+    idx = torch.randint(0, 11, (2, 9), generator=torch.Generator().manual_seed(3))
+    x = model.embed(idx).detach().requires_grad_()  # (2, 9, C)
+    out = model(inputs_embeds=x)
+    assert torch.equal(out, model(idx))
+    out[:, -1].sum().backward()
+    assert x.grad.shape == x.shape and x.grad[:, 0].abs().sum() > 0  # reaches the first input
+    with pytest.raises(ArchlabError, match="exactly one"):
+        model(idx, inputs_embeds=x)
+    with pytest.raises(ArchlabError, match="exactly one"):
+        model()
+
+
+@pytest.mark.parametrize("cell", RNN_CELLS)
+def test_rnn_lengths_pack_a_right_padded_batch(cell):
+    model = randomized(build(cell), std=0.5).eval()
+    g = torch.Generator().manual_seed(9)
+    seqs = [torch.randint(1, 11, (n,), generator=g) for n in (10, 7, 3, 1)]
+    idx, _ = _padded(seqs, 10, "right")
+    lengths = torch.tensor([len(s) for s in seqs])
+    with torch.no_grad():
+        packed, st = model(idx, return_state=True, lengths=lengths)
+        plain, st_plain = model(idx, return_state=True)
+        h, h_plain = (st[0], st_plain[0]) if cell == "lstm" else (st, st_plain)  # (L, B, H)
+        for i, s in enumerate(seqs):
+            alone, st_a = model(s[None], return_state=True)
+            h_a = st_a[0] if cell == "lstm" else st_a
+            torch.testing.assert_close(packed[i, : len(s)], alone[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(h[:, i], h_a[:, 0], atol=1e-5, rtol=0)
+            if len(s) < 10:  # negative control: unpacked, the state runs on over the pads
+                assert (h_plain[:, i] - h_a[:, 0]).abs().max() > 1e-3
+    with pytest.raises(ArchlabError, match="lengths"):
+        model(idx, lengths=torch.tensor([11, 1, 1, 1]))
 
 
 # ---- precision and devices --------------------------------------------------------------------

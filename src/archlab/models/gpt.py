@@ -1,14 +1,25 @@
 """A GPT-style causal Transformer language model (decoder only, pre-norm), after nanoGPT.
 
-Reads top to bottom: config → CausalSelfAttention → Block → GPT. ``model(idx)`` maps token ids
-(B, T) to next-token logits (B, T, vocab). Training attends with
-``F.scaled_dot_product_attention(is_causal=True)``; decoding reuses per-layer keys/values (a KV
+Reads top to bottom: config → attend → CausalSelfAttention → Block → GPT. ``model(idx)`` maps
+token ids (B, T) to next-token logits (B, T, vocab); decoding reuses per-layer keys/values (a KV
 cache), and cached decoding equals full recomputation (tested).
 
-Positions are either ``"learned"`` (a table of ``block_size`` rows, as GPT-2; longer inputs are an
-error, and ``generate`` crops its context to the last ``block_size`` tokens) or ``"sinusoidal"``
-(Vaswani et al. 2017 §3.5, computed on the fly, no parameters; inputs up to ``max_seq_len`` tokens
-are accepted, so a model trained at ``block_size`` can be evaluated on longer text).
+``attention``: ``"sdpa"`` (default) calls ``F.scaled_dot_product_attention``, a fused kernel that,
+where a FlashAttention-style path applies, never stores the (T, T) score matrix; ``"naive"`` writes
+softmax(QKᵀ/√d_head)·V out (Vaswani et al. 2017 eq. 1) and keeps the n×n matrix for backward —
+the textbook form, and the one whose quadratic memory the study measures. Same outputs (tested).
+
+Positions are ``"learned"`` (a table of ``block_size`` rows, as GPT-2; longer inputs are an error,
+and ``generate`` crops its context to the last ``block_size`` tokens), ``"sinusoidal"`` (Vaswani et
+al. 2017 §3.5, computed on the fly, no parameters; inputs up to ``max_seq_len`` tokens are accepted,
+so a model trained at ``block_size`` can be evaluated on longer text), or ``"none"`` (no position
+signal: only the causal mask tells positions apart; Haviv et al. 2022).
+
+``forward(idx, key_padding_mask=m)`` takes a (B, P+T) bool mask, True = real token: pad keys are
+never attended to and each real token's position counts only the real tokens before it, so a
+padded batch (left- or right-padded) gives each sequence the logits it gets alone (tested).
+``forward(inputs_embeds=x)`` starts from token embeddings (B, T, C) instead of ids — the entry
+point for gradients with respect to the input; ``forward(idx) == forward(inputs_embeds=embed(idx))``.
 """
 
 from __future__ import annotations
@@ -26,7 +37,8 @@ from archlab.models.registry import register_model, register_preset
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (B, nh, T, hs)
 
-POSITIONS = ("learned", "sinusoidal")
+POSITIONS = ("learned", "sinusoidal", "none")
+ATTENTIONS = ("sdpa", "naive")
 
 
 @dataclass
@@ -45,6 +57,7 @@ class GPTConfig:
     # Sinusoidal: None -> 4 * block_size; any length is computable, this bounds memory and says
     # how far beyond training length the model is meant to be evaluated.
     max_seq_len: int | None = None
+    attention: str = "sdpa"  # "sdpa" (fused kernel) or "naive" (materialises the T×T scores)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "layers", "heads", "d_model"):
@@ -62,6 +75,8 @@ class GPTConfig:
             raise ArchlabError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.positions not in POSITIONS:
             raise ArchlabError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
+        if self.attention not in ATTENTIONS:
+            raise ArchlabError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if self.positions == "learned":
             if self.max_seq_len not in (None, self.block_size):
                 raise ArchlabError(
@@ -70,7 +85,7 @@ class GPTConfig:
                 )
             self.max_seq_len = self.block_size
         else:
-            if self.d_model % 2:
+            if self.positions == "sinusoidal" and self.d_model % 2:
                 raise ArchlabError(
                     f"d_model must be even for sinusoidal positions, got {self.d_model}"
                 )
@@ -92,18 +107,50 @@ def sinusoidal_positions(pos: torch.Tensor, d_model: int) -> torch.Tensor:
     return torch.stack((angle.sin(), angle.cos()), dim=-1).flatten(1)  # (T, d) sin/cos interleaved
 
 
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+    impl: str = "sdpa",
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """softmax(q kᵀ / √hs) v. q (B, nh, Tq, hs), k/v (B, nh, Tk, hs) -> (B, nh, Tq, hs).
+
+    ``mask``: bool, broadcastable to (B, nh, Tq, Tk), True = may attend; or ``causal`` (Tq == Tk,
+    query i sees keys 0..i); neither: every key. ``impl`` as ``GPTConfig.attention``.
+    """
+    if impl == "sdpa":
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal and mask is None
+        )
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, nh, Tq, Tk): the n² scores
+    if causal and mask is None:
+        mask = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        att = att.masked_fill(~mask, float("-inf"))
+    att = F.dropout(F.softmax(att, dim=-1), dropout_p)  # (B, nh, Tq, Tk)
+    return att @ v  # (B, nh, Tq, hs)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.heads = cfg.heads
+        self.impl = cfg.attention
         self.dropout = cfg.dropout
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)  # residual projection
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        x: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        key_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """``key_mask`` (B, 1, T, P+T) bool, True = may attend (causality included), or None."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
         q = q.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
@@ -114,15 +161,17 @@ class CausalSelfAttention(nn.Module):
             v = torch.cat((past[1], v), dim=2)  # (B, nh, P+T, hs)
         P = k.size(2) - T  # tokens already in the cache
         p = self.dropout if self.training else 0.0
-        if P == 0:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        if key_mask is not None:
+            y = attend(q, k, v, key_mask, impl=self.impl, dropout_p=p)
+        elif P == 0:
+            y = attend(q, k, v, causal=True, impl=self.impl, dropout_p=p)
         elif T == 1:  # one new token may attend to every cached one: no mask needed
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            y = attend(q, k, v, impl=self.impl, dropout_p=p)
         else:
             # SDPA's is_causal aligns its mask top-left; a query block after P cached tokens needs
             # it bottom-right: query i (absolute position P+i) sees keys 0..P+i.
             mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            y = attend(q, k, v, mask, impl=self.impl, dropout_p=p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C) heads re-assembled
         return self.resid_dropout(self.proj(y)), (k, v)
 
@@ -138,9 +187,12 @@ class Block(nn.Module):
         self.mlp = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout, cfg.bias)
 
     def forward(
-        self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        x: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        key_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        a, kv = self.attn(self.ln_1(x), past)
+        a, kv = self.attn(self.ln_1(x), past, key_mask)
         x = x + a  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))  # (B, T, C)
         return x, kv
@@ -180,29 +232,61 @@ class GPT(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (B, T, C) of ids (B, T), before positions: ``inputs_embeds``."""
+        return self.tok_emb(idx)
+
     def forward(
-        self, idx: torch.Tensor, past_kv: KVCache | None = None, use_cache: bool = False
+        self,
+        idx: torch.Tensor | None = None,
+        past_kv: KVCache | None = None,
+        use_cache: bool = False,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, KVCache]:
-        B, T = idx.shape
+        """ids (B, T) or ``inputs_embeds`` (B, T, C) -> logits (B, T, vocab) [, cache].
+
+        ``key_padding_mask`` (B, P+T) bool, True = real token, covering the cached tokens too.
+        """
+        if (idx is None) == (inputs_embeds is None):
+            raise ArchlabError("pass exactly one of idx and inputs_embeds")
+        x = self.embed(idx) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        B, T, _ = x.shape
         P = 0 if past_kv is None else past_kv[0][0].size(2)
         if P + T > self.max_seq_len:
             what = "block_size" if self.pos_emb is not None else "max_seq_len"
             raise ArchlabError(
                 f"sequence of {P + T} tokens exceeds {what}={self.max_seq_len}; crop the input"
             )
-        pos = torch.arange(P, P + T, device=idx.device)  # (T,) absolute positions
-        x = self.tok_emb(idx)  # (B, T, C)
+        pos = torch.arange(P, P + T, device=x.device)  # (T,) absolute positions
+        key_mask = None
+        if key_padding_mask is not None:
+            if key_padding_mask.shape != (B, P + T):
+                raise ArchlabError(
+                    f"key_padding_mask must have shape {(B, P + T)} (batch, cached + new tokens), "
+                    f"got {tuple(key_padding_mask.shape)}"
+                )
+            kpm = key_padding_mask.to(device=x.device, dtype=torch.bool)
+            # Query i (absolute P+i) sees real keys 0..P+i, and always itself, so a pad query's
+            # softmax row is never empty (its output is garbage the caller ignores).
+            causal = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
+            itself = pos[:, None] == torch.arange(P + T, device=x.device)[None, :]  # (T, P+T)
+            key_mask = ((causal & kpm[:, None, :]) | itself)[:, None]  # (B, 1, T, P+T)
+            # A token's position counts the real tokens before it (left padding shifts nothing).
+            pos = (kpm.long().cumsum(1) - 1).clamp(min=0)[:, P:]  # (B, T)
         if self.pos_emb is not None:
             x = x + self.pos_emb(pos)  # (B, T, C)
-        else:
+        elif self.config.positions == "sinusoidal":
             # Vaswani et al. 2017 §3.4 scale embeddings by sqrt(d_model) before adding the
             # fixed [-1, 1] sinusoids, so neither swamps the other.
             d = self.config.d_model
-            x = x * math.sqrt(d) + sinusoidal_positions(pos, d).to(x.dtype)  # (B, T, C)
+            pe = sinusoidal_positions(pos.flatten(), d).view(*pos.shape, d)  # (T|B,T, C)
+            x = x * math.sqrt(d) + pe.to(x.dtype)  # (B, T, C)
         x = self.drop(x)
         cache: KVCache = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, None if past_kv is None else past_kv[i])
+            x, kv = block(x, None if past_kv is None else past_kv[i], key_mask)
             cache.append(kv)
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
         return (logits, cache) if use_cache else logits
@@ -255,4 +339,12 @@ register_preset(
     "gpt-small-char", "gpt", layers=6, heads=6, d_model=384, block_size=256, dropout=0.2
 )
 
-__all__ = ["GPT", "GPTConfig", "KVCache", "sinusoidal_positions"]
+__all__ = [
+    "ATTENTIONS",
+    "GPT",
+    "GPTConfig",
+    "KVCache",
+    "POSITIONS",
+    "attend",
+    "sinusoidal_positions",
+]

@@ -8,7 +8,12 @@ State API (one clean pair, used by truncated BPTT and by generation):
 - ``model(idx, state, return_state=True)`` -> (logits, new_state); feeding a text in chunks while
   carrying the state gives the same logits as feeding it whole (tested);
 - ``init_state(batch_size)`` -> the zero state: ``h`` (layers, B, H) for rnn/gru, ``(h, c)`` for lstm;
-  ``detach_state(state)`` cuts the graph between BPTT windows.
+  ``detach_state(state)`` cuts the graph between BPTT windows;
+- ``model(idx, lengths=n)`` runs a right-padded batch with ``pack_padded_sequence``: each row's
+  logits (up to its length) and final state are those it gets alone (tested); pad positions'
+  logits are the decoder's output for a zero hidden vector, to be ignored;
+- ``model(inputs_embeds=x)`` starts from embeddings (B, T, E) instead of ids — the entry point for
+  gradients with respect to the input; ``model(idx) == model(inputs_embeds=model.embed(idx))``.
 
 ``forget_bias`` (lstm only): PyTorch stores each layer's gate biases as chunks [i, f, g, o] of
 ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (torch.nn.LSTM docs), and the gate sees their sum. We set the
@@ -124,12 +129,43 @@ class RNNLanguageModel(nn.Module):
             return (state[0].detach(), state[1].detach())
         return state.detach()
 
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (B, T, E) of ids (B, T), before dropout: ``inputs_embeds``."""
+        return self.embedding(idx)
+
     def forward(
-        self, idx: torch.Tensor, state: State | None = None, return_state: bool = False
+        self,
+        idx: torch.Tensor | None = None,
+        state: State | None = None,
+        return_state: bool = False,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, State]:
-        """idx (B, T) long -> logits (B, T, vocab), or (logits, state) with ``return_state``."""
-        x = self.drop(self.embedding(idx))  # (B, T, E)
-        out, new_state = self.rnn(x, state)  # (B, T, H); state (L, B, H) or a pair of them
+        """idx (B, T) long, or ``inputs_embeds`` (B, T, E) -> logits (B, T, vocab), or
+        (logits, state) with ``return_state``. ``lengths`` (B,): true lengths of right-padded rows.
+        """
+        if (idx is None) == (inputs_embeds is None):
+            raise ArchlabError("pass exactly one of idx and inputs_embeds")
+        x = self.embed(idx) if inputs_embeds is None else inputs_embeds  # (B, T, E)
+        x = self.drop(x)
+        if lengths is None:
+            out, new_state = self.rnn(x, state)  # (B, T, H); state (L, B, H) or a pair of them
+        else:
+            lengths = torch.as_tensor(lengths).cpu()  # pack_padded_sequence wants them on the CPU
+            if (
+                lengths.shape != (x.size(0),)
+                or int(lengths.min()) < 1
+                or int(lengths.max()) > x.size(1)
+            ):
+                raise ArchlabError(
+                    f"lengths must be {x.size(0)} values in 1..{x.size(1)}, got {lengths.tolist()}"
+                )
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, lengths, batch_first=True, enforce_sorted=False
+            )
+            out, new_state = self.rnn(packed, state)  # the state stops at each row's length
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         logits = self.decoder(self.drop(out))  # (B, T, vocab)
         return (logits, new_state) if return_state else logits
 

@@ -46,9 +46,10 @@ class StudyContext:
     def text(self) -> tuple[str, dict[str, Any]]:
         """(corpus text, {"source": ..., "path": ..., "chars": ...})."""
         if self.text_loader is None:
-            from archlab.study.textdata import load_text
+            from archlab.study.lmtrain import study_corpus
 
-            self.text_loader = load_text
+            corpus, desc = study_corpus()
+            return corpus.train + corpus.val, desc
         return self.text_loader()
 
 

@@ -1,5 +1,10 @@
 """Training runs shared by the Part 1 claims: char-level LMs on the study's text, memoized.
 
+The text is ``archlab.data``'s: ``resolve_corpus(None, download=False)`` (Tiny Shakespeare if it is
+found under ``$ARCHLAB_DATA`` or ``~/.cache/archlab``, else the built-in pydoc corpus — never a
+download, so the quick profile runs offline), the char tokenizer ``archlab train lm`` fits, and
+``get_batch``'s random windows. The models are archlab's own (:mod:`archlab.study.nets`).
+
 T1 (per-position loss), T2 (time to a target loss) and R1 (length extrapolation) read the same runs
 (same sizes, same seeds), so a full study trains each (arch, positions, seed) once. The memo lives
 for one process; ``--only`` reruns train what they need. Optimizer: AdamW (Loshchilov & Hutter 2019)
@@ -8,17 +13,19 @@ at a constant learning rate — a fixed, small budget is the point, not the best
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archlab.data import Corpus, TokenStreams, encode_corpus, fit_tokenizer, resolve_corpus
 from archlab.study.measure import seed_all
-from archlab.study.nets import build_lm, n_params, width_for_params
-from archlab.study.textdata import CharCorpus, load_text
+from archlab.study.nets import n_params, study_lm, width_for_params
 
 # One definition of the shared text runs per profile (claims merge it into their own sizes).
 TEXT_RUNS: dict[str, dict[str, Any]] = {
@@ -110,9 +117,43 @@ def clear_memo() -> None:
     _MEMO.clear()
 
 
-def corpus_for(sizes: Mapping[str, Any]) -> tuple[CharCorpus, dict[str, Any]]:
-    text, desc = load_text()
-    return CharCorpus(text, sizes["max_chars"]), desc
+@functools.lru_cache(maxsize=1)
+def study_corpus() -> tuple[Corpus, dict[str, Any]]:
+    """(corpus, description for the report): what ``resolve_corpus(None, download=False)`` finds."""
+    corpus, notice = resolve_corpus(None, download=False)
+    home = str(Path.home())
+    desc = {
+        "source": corpus.name if notice is None else "pydoc (built-in fallback)",
+        "path": [s.replace(home, "~") for s in corpus.sources],
+        "note": notice,
+        "chars": len(corpus.train) + len(corpus.val),
+    }
+    return corpus, desc
+
+
+@functools.lru_cache(maxsize=4)
+def _streams(max_chars: int | None) -> TokenStreams:
+    corpus, _ = study_corpus()
+    tokens = encode_corpus(
+        corpus, fit_tokenizer("char", corpus)
+    )  # as `archlab train lm --tokenizer char`
+    if max_chars is None:
+        return tokens
+    # A budget of max_chars characters, split as the corpus's own train/val (9:1 for Shakespeare).
+    n_val = max(max_chars // 10, 1)
+    return TokenStreams(
+        tokens.train[: max_chars - n_val],
+        tokens.val[:n_val],
+        tokens.test[:n_val],
+        tokens.tokenizer,
+        tokens.corpus,
+    )
+
+
+def corpus_for(sizes: Mapping[str, Any]) -> tuple[TokenStreams, dict[str, Any]]:
+    """Char-level token streams of the study corpus, cut to ``sizes["max_chars"]``, and its
+    description."""
+    return _streams(sizes["max_chars"]), study_corpus()[1]
 
 
 def text_run(arch: str, pos: str, seed: int, sizes: Mapping[str, Any], bar=None) -> dict[str, Any]:
@@ -123,14 +164,16 @@ def text_run(arch: str, pos: str, seed: int, sizes: Mapping[str, Any], bar=None)
             bar.update(sizes["steps"])
         return _MEMO[key]
     corpus, desc = corpus_for(sizes)
-    V, T = corpus.vocab_size, sizes["train_len"]
-    kw = {"max_len": T, "pos": pos} if arch == "gpt" else {}
+    V, T = corpus.tokenizer.vocab_size, sizes["train_len"]
+    kw = {"max_len": T, "positions": pos} if arch == "gpt" else {}
     layers = sizes["gpt_layers"] if arch == "gpt" else 1
     width = width_for_params(arch, sizes["target_params"], V, layers, **kw)
     gen = seed_all(seed)
-    model = build_lm(arch, V, width, layers, **kw)
+    model = study_lm(arch, V, width, layers, **kw)
     eval_gen = torch.Generator().manual_seed(10_000 + seed)
-    val = [corpus.batch("val", sizes["batch"], T, eval_gen) for _ in range(sizes["eval_batches"])]
+    val = [
+        corpus.get_batch("val", sizes["batch"], T, eval_gen) for _ in range(sizes["eval_batches"])
+    ]
 
     def eval_fn() -> float:
         with torch.no_grad():
@@ -138,7 +181,7 @@ def text_run(arch: str, pos: str, seed: int, sizes: Mapping[str, Any], bar=None)
 
     curve = train_loop(
         model,
-        lambda _: corpus.batch("train", sizes["batch"], T, gen),
+        lambda _: corpus.get_batch("train", sizes["batch"], T, gen),
         sizes["steps"],
         sizes["lr"],
         lm_loss,
@@ -171,7 +214,7 @@ def per_position_loss(
     total = torch.zeros(length)
     with torch.no_grad():
         for _ in range(batches):
-            x, y = corpus.batch("val", batch, length, gen)  # (B, T)
+            x, y = corpus.get_batch("val", batch, length, gen)  # (B, T)
             logits = model(x)  # (B, T, V)
             total += F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(0)  # (T,)
     return (total / batches).tolist()
@@ -184,6 +227,7 @@ __all__ = [
     "corpus_for",
     "lm_loss",
     "per_position_loss",
+    "study_corpus",
     "text_run",
     "train_loop",
 ]

@@ -43,7 +43,6 @@ HELPERS = (
     "archlab.study.lmtrain",
     "archlab.study.measure",
     "archlab.study.nets",
-    "archlab.study.textdata",
     "archlab.study.vision",
     "archlab.study.claims._engine",
 )
@@ -240,7 +239,7 @@ def _run_study(opts: StudyOptions, threads: int) -> dict[str, Any]:
             entry["verdict"]["label"],
             entry["timing"]["elapsed_s"],
         )
-    from archlab.study.textdata import load_text
+    from archlab.study.lmtrain import study_corpus
 
     results = {
         "archlab_study": 1,
@@ -248,7 +247,7 @@ def _run_study(opts: StudyOptions, threads: int) -> dict[str, Any]:
         "seeds": list(range(opts.seeds)),
         "device": opts.device,
         "machine": {**machine(), "torch_threads": threads},
-        "data": load_text()[1],
+        "data": study_corpus()[1],
         "claims": [entries[c.id] for c in claims if c.id in entries],
         "not_run": [c.id for c in claims if c.id not in entries],
         "timing": {

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from archlab.models.gpt import Block
 from archlab.study.claim import Claim, Table, Verdict, register_claim
 from archlab.study.claims._engine import transformer_layer_flops
 from archlab.study.context import StudyContext
-from archlab.study.nets import Block
+from archlab.study.nets import gpt_block
 from archlab.study.plots import subplots, to_png
 
 QUOTE = (
@@ -28,7 +29,7 @@ def run(ctx: StudyContext) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(ctx.seeds[0])
     for n, d, layers in ctx.sizes["configs"]:
         stack = nn.Sequential(
-            *(_Causal(Block(d, ctx.sizes["heads"], "naive")) for _ in range(layers))
+            *(_Causal(gpt_block(d, ctx.sizes["heads"], "naive")) for _ in range(layers))
         )
         x = torch.randn(1, n, d, generator=gen)  # (B, n, d)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -67,7 +68,7 @@ class _Causal(nn.Module):
         self.block = block
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x, None, None, causal=True)
+        return self.block(x)[0]  # (B, n, d); the (k, v) pair is dropped
 
 
 def verdict(m: Mapping[str, Any]) -> Verdict:

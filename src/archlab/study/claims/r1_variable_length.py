@@ -12,7 +12,7 @@ from archlab.study.claim import Claim, Table, Verdict, register_claim
 from archlab.study.context import StudyContext
 from archlab.study.lmtrain import ARCH_LABELS, TEXT_RUNS, per_position_loss, text_run
 from archlab.study.measure import mean_std, seed_all
-from archlab.study.nets import GPTLM, RNNLM
+from archlab.study.nets import study_lm
 from archlab.study.plots import band, subplots, to_png
 
 QUOTE = (
@@ -33,16 +33,16 @@ def padding_checks(s: Mapping[str, Any], seed: int) -> dict[str, dict[str, float
     out: dict[str, dict[str, float]] = {}
     with torch.no_grad():
         for kind in ("rnn", "lstm", "gru"):
-            m = RNNLM(kind, V, s["width"]).eval()
+            m = study_lm(kind, V, s["width"]).eval()
             right = torch.zeros(len(seqs), L, dtype=torch.long)  # (B, L) right-padded with 0
             for i, q in enumerate(seqs):
                 right[i, : len(q)] = q
             lens = torch.tensor(lengths)
-            packed, h_packed = m.forward_embeddings(m.emb(right), lengths=lens)
-            plain, h_plain = m.forward_embeddings(m.emb(right))
+            packed, h_packed = m(right, return_state=True, lengths=lens)  # (B, L, V)
+            plain, h_plain = m(right, return_state=True)
             d_out = d_hp = d_hn = 0.0
             for i, q in enumerate(seqs):
-                alone, h_alone = m.forward_embeddings(m.emb(q[None]))
+                alone, h_alone = m(q[None], return_state=True)  # (1, n, V)
                 hp = h_packed[0] if kind == "lstm" else h_packed  # (layers, B, H)
                 hn = h_plain[0] if kind == "lstm" else h_plain
                 ha = h_alone[0] if kind == "lstm" else h_alone
@@ -54,7 +54,7 @@ def padding_checks(s: Mapping[str, Any], seed: int) -> dict[str, dict[str, float
                 "packed_final_state": d_hp,
                 "unpacked_final_state": d_hn,
             }
-        g = GPTLM(V, s["width"], 2, 2, L, pos="learned").eval()
+        g = study_lm("gpt", V, s["width"], 2, max_len=L, heads=2).eval()
         left = torch.zeros(len(seqs), L, dtype=torch.long)  # (B, L) left-padded
         valid = torch.zeros(len(seqs), L, dtype=torch.bool)
         for i, q in enumerate(seqs):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from archlab.study.claim import Claim, Table, Verdict, register_claim
 from archlab.study.context import StudyContext
 from archlab.study.measure import loglog_slope, saved_bytes, seed_all
-from archlab.study.nets import build_lm, n_params, width_for_params
+from archlab.study.nets import n_params, study_lm, width_for_params
 from archlab.study.plots import subplots, to_png
 
 QUOTE = (
@@ -39,18 +39,17 @@ def inference(s: Mapping[str, Any], seed: int, bar) -> dict[str, list[int]]:
     V, L = s["vocab"], s["layers"]
     out = {}
     for label, arch in (("LSTM state", "lstm"), ("GPT KV cache", "gpt")):
-        model = build_lm(
-            arch, V, s["width"][arch], L, max_len=max(s["gen_lens"]), pos="sinusoidal"
+        model = study_lm(
+            arch, V, s["width"][arch], L, max_len=max(s["gen_lens"]), positions="sinusoidal"
         ).eval()
         tok = torch.randint(V, (1, 1), generator=gen)  # (B=1, 1)
-        state, sizes = (model.new_cache() if arch == "gpt" else None), []
+        state, sizes = None, []  # RNN state, or the GPT's KV cache (per layer: keys, values)
         with torch.no_grad():
             for t in range(1, max(s["gen_lens"]) + 1):
-                x = model.emb(tok)  # (1, 1, d)
                 if arch == "gpt":
-                    logits = model.forward_embeddings(x, cache=state, offset=t - 1)
+                    logits, state = model(tok, past_kv=state, use_cache=True)  # (1, 1, V)
                 else:
-                    logits, state = model.forward_embeddings(x, state=state)
+                    logits, state = model(tok, state, return_state=True)  # (1, 1, V)
                 tok = logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
                 if t in s["gen_lens"]:
                     sizes.append(_state_bytes(state))
@@ -65,7 +64,7 @@ def training(s: Mapping[str, Any], seed: int, bar) -> dict[str, list[int]]:
     V, L = s["vocab"], s["layers"]
     out = {}
     for label, arch, attn in TRAIN_MODELS:
-        model = build_lm(arch, V, s["width"][arch], L, max_len=max(s["train_lens"]), attn=attn)
+        model = study_lm(arch, V, s["width"][arch], L, max_len=max(s["train_lens"]), attention=attn)
         sizes = []
         for n in s["train_lens"]:
             idx = torch.randint(V, (1, n + 1), generator=gen)  # (1, n+1)
@@ -96,7 +95,7 @@ def run(ctx: StudyContext) -> dict[str, Any]:
     return {
         "width": d,
         "layers": L,
-        "params": {a: n_params(build_lm(a, V, d[a], L, max_len=max(s["train_lens"]))) for a in d},
+        "params": {a: n_params(study_lm(a, V, d[a], L, max_len=max(s["train_lens"]))) for a in d},
         "gen_lens": s["gen_lens"],
         "inference_bytes": inf,
         "inference_formula_bytes": {

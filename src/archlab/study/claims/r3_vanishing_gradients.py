@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from archlab.study.claim import Claim, Table, Verdict, register_claim
 from archlab.study.context import StudyContext
 from archlab.study.measure import mean_std, seed_all
-from archlab.study.nets import build_lm
+from archlab.study.nets import study_lm
 from archlab.study.plots import band, subplots, to_png
 
 QUOTE = (
@@ -33,28 +33,21 @@ VARIANTS = (
 FLOOR = 1e-12  # fit only where the gradient is above FLOOR × its value at distance 0 (float32)
 
 
-def _set_forget_bias(model, value: float) -> None:
-    """PyTorch orders LSTM gates (i, f, g, o); the forget gate's total bias is b_ih[f] + b_hh[f]
-    (torch.nn.LSTM docs). Set it to ``value`` as Jozefowicz et al. 2015 recommend (value 1)."""
-    h = model.rnn.hidden_size
-    with torch.no_grad():
-        model.rnn.bias_ih_l0[h : 2 * h].fill_(value)
-        model.rnn.bias_hh_l0[h : 2 * h].fill_(0.0)
-
-
 def grad_norms(
     arch: str, forget_bias: float | None, seed: int, s: Mapping[str, Any]
 ) -> list[float]:
     """‖∂L/∂x_t‖ (mean over the batch) for t = n-1 … 0, i.e. indexed by distance from the loss."""
     gen = seed_all(seed)
     n, V = s["seq_len"], s["vocab"]
-    model = build_lm(arch, V, s["width"], s["gpt_layers"] if arch == "gpt" else 1, max_len=n)
-    if forget_bias is not None:
-        _set_forget_bias(model, forget_bias)
+    if arch == "gpt":
+        model = study_lm(arch, V, s["width"], s["gpt_layers"], max_len=n)
+    else:  # LSTMConfig.forget_bias: the f chunk of b_ih set, b_hh's zeroed; None = PyTorch's init
+        model = study_lm(
+            arch, V, s["width"], **({"forget_bias": forget_bias} if forget_bias is not None else {})
+        )
     idx = torch.randint(V, (s["batch"], n), generator=gen)  # (B, n)
-    x = model.emb(idx).detach().requires_grad_()  # (B, n, H): differentiate w.r.t. inputs
-    logits = model.forward_embeddings(x)
-    logits = logits[0] if isinstance(logits, tuple) else logits  # (B, n, V)
+    x = model.embed(idx).detach().requires_grad_()  # (B, n, d): differentiate w.r.t. inputs
+    logits = model(inputs_embeds=x)  # (B, n, V)
     target = torch.randint(V, (s["batch"],), generator=gen)
     F.cross_entropy(logits[:, -1], target).backward()  # loss at the last position only
     norms = x.grad.norm(dim=-1).mean(0)  # (n,)

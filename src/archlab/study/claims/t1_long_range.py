@@ -13,7 +13,7 @@ from archlab.study.claim import Claim, Table, Verdict, register_claim
 from archlab.study.context import StudyContext
 from archlab.study.lmtrain import ARCH_LABELS, TEXT_RUNS, per_position_loss, text_run, train_loop
 from archlab.study.measure import mean_std, seed_all
-from archlab.study.nets import build_lm, n_params, width_for_params
+from archlab.study.nets import n_params, study_lm, width_for_params
 from archlab.study.plots import band, subplots, to_png
 
 QUOTE = (
@@ -48,9 +48,12 @@ class Recall:
         x[:, -1] = self.N + self.K + 1  # query
         return x, y
 
+    def values(self, logits: torch.Tensor) -> torch.Tensor:
+        """The LM's next-token logits at the query, restricted to the K value tokens: (B, K)."""
+        return logits[:, -1, self.N : self.N + self.K]
 
-def _last(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits[:, -1], y)  # loss only at the query position
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.values(logits), y)  # loss only at the query position
 
 
 def synthetic(ctx: StudyContext, bar) -> dict[str, Any]:
@@ -59,19 +62,19 @@ def synthetic(ctx: StudyContext, bar) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for arch in ARCHS:
         layers = s["gpt_layers"] if arch == "gpt" else 1
-        kw = {"max_len": task.S, "n_out": s["values"]}
+        kw = {"max_len": task.S} if arch == "gpt" else {}
         width = width_for_params(arch, s["target_params"], task.vocab, layers, **kw)
         accs, params = [], 0
         for seed in ctx.seeds:
             gen = seed_all(seed)
-            model = build_lm(arch, task.vocab, width, layers, **kw)
+            model = study_lm(arch, task.vocab, width, layers, **kw)
             params = n_params(model)
             train_loop(
                 model,
                 lambda _, gen=gen: task.batch(s["batch"], s["distances"], gen),
                 s["steps"],
                 s["lr"],
-                _last,
+                task.loss,
                 bar=bar,
             )
             model.eval()
@@ -80,7 +83,8 @@ def synthetic(ctx: StudyContext, bar) -> dict[str, Any]:
             with torch.no_grad():
                 for d in s["distances"]:
                     x, y = task.batch(s["eval_size"], [d], eval_gen)
-                    row.append(float((model(x)[:, -1].argmax(-1) == y).float().mean()))
+                    hit = task.values(model(x)).argmax(-1) == y  # (B,)
+                    row.append(float(hit.float().mean()))
             accs.append(row)
         a = np.asarray(accs)
         out[arch] = {
@@ -233,7 +237,9 @@ CLAIM = register_claim(
         seed_quote=QUOTE,
         method="Delayed recall: a value token follows a marker; after d noise tokens a query asks "
         "for the value. tanh RNN, LSTM, GRU and GPT with matched parameter counts are trained on "
-        "mixed distances (same steps, batch and learning rate) and tested per distance. On real "
+        "mixed distances (same steps, batch and learning rate) and tested per distance; the "
+        "answer is the language model's next-token prediction at the query among the value "
+        "tokens (archlab's own rnn/lstm/gru/gpt, as `create_model` builds them). On real "
         "text, an LSTM and a GPT of matched size are scored per position: the loss at position t "
         "uses t+1 characters of context, so a model that exploits long context keeps improving "
         "along the window.",

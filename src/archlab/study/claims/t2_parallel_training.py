@@ -11,7 +11,7 @@ from archlab.study.claim import Claim, Table, Verdict, register_claim
 from archlab.study.context import StudyContext
 from archlab.study.lmtrain import ARCH_LABELS, TEXT_RUNS, lm_loss, text_run
 from archlab.study.measure import first_crossing, fit_exponent, mean_std, seed_all, sweep_times
-from archlab.study.nets import n_params, registry_lm, width_for_params
+from archlab.study.nets import n_params, study_lm, width_for_params
 from archlab.study.plots import band, subplots, to_png
 
 QUOTE = (
@@ -29,8 +29,8 @@ def step_times(s: Mapping[str, Any], seed: int, bar) -> dict[str, Any]:
     out: dict[str, Any] = {"times": {}, "params": {}, "width": {}}
     for arch in ARCHS:
         layers = s["layers"]
-        w = width_for_params(arch, s["target_params"], V, layers, registry_lm, max_len=max(ns))
-        model = registry_lm(arch, V, w, layers, max_len=max(ns))  # the project's models
+        w = width_for_params(arch, s["target_params"], V, layers, max_len=max(ns))
+        model = study_lm(arch, V, w, layers, max_len=max(ns))  # the project's models
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         out["params"][arch], out["width"][arch] = n_params(model), w
 

@@ -7,11 +7,12 @@ from typing import Any
 
 import torch
 
+from archlab.models.gpt import attend
 from archlab.study.claim import Claim, Table, Verdict, register_claim
 from archlab.study.claims._engine import transformer_layer_flops
 from archlab.study.context import StudyContext
 from archlab.study.measure import fit_exponent, loglog_slope, mean_std, saved_bytes, sweep_times
-from archlab.study.nets import Block, attend
+from archlab.study.nets import gpt_block
 from archlab.study.plots import subplots, to_png
 
 QUOTE = (
@@ -29,7 +30,7 @@ def _core(n: int, s: Mapping[str, Any], impl: str, gen: torch.Generator):
 
     def step() -> int:
         with saved_bytes() as box:
-            y = attend(q, k, v, None, impl, causal=True)  # (B, H, n, hs)
+            y = attend(q, k, v, causal=True, impl=impl)  # (B, H, n, hs)
         y.sum().backward()
         return box["bytes"]
 
@@ -37,11 +38,11 @@ def _core(n: int, s: Mapping[str, Any], impl: str, gen: torch.Generator):
 
 
 def _layer(n: int, s: Mapping[str, Any], impl: str, gen: torch.Generator):
-    block = Block(s["layer_d"], s["layer_heads"], impl)
+    block = gpt_block(s["layer_d"], s["layer_heads"], impl)  # archlab's GPT block
     x = torch.randn(1, n, s["layer_d"], generator=gen).requires_grad_()  # (B, n, d)
 
     def step() -> None:
-        block(x, None, None, causal=True).sum().backward()
+        block(x)[0].sum().backward()
 
     return step
 

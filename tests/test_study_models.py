@@ -1,0 +1,60 @@
+"""The study measures archlab's own models and data layer: its sizing helpers build registered
+models, match parameter budgets, and read text through archlab.data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from archlab.data import CharTokenizer, TokenStreams, fit_tokenizer
+from archlab.models.gpt import GPT, Block
+from archlab.models.rnn import RNNLanguageModel
+from archlab.study.lmtrain import corpus_for, study_corpus
+from archlab.study.nets import gpt_block, n_params, study_lm, width_for_params
+
+
+@pytest.mark.parametrize("arch", ["rnn", "lstm", "gru", "gpt"])
+def test_study_lm_is_the_registered_model(arch):
+    m = study_lm(arch, 20, 16, 2, max_len=12, attention="naive")
+    assert isinstance(m, GPT if arch == "gpt" else RNNLanguageModel)
+    cfg = m.config
+    assert (cfg.vocab_size, cfg.d_model, cfg.layers, cfg.dropout) == (20, 16, 2, 0.0)
+    if arch == "gpt":
+        assert (cfg.block_size, cfg.heads, cfg.attention, cfg.tie_weights) == (
+            12,
+            4,
+            "naive",
+            False,
+        )
+    with pytest.raises(ValueError, match="arch"):
+        study_lm("cnn", 20, 16)
+
+
+@pytest.mark.parametrize("arch, kw", [("lstm", {}), ("gpt", {"max_len": 32})])
+def test_width_for_params_is_the_closest_width(arch, kw):
+    target, V = 20_000, 30
+    w = width_for_params(arch, target, V, 1, **kw)
+    step = 4 if arch == "gpt" else 1
+    err = {
+        v: abs(n_params(study_lm(arch, V, v, 1, **kw)) - target) for v in (w - step, w, w + step)
+    }
+    assert err[w] == min(err.values()) and err[w] < 0.1 * target
+
+
+def test_gpt_block_is_archlabs_block():
+    b = gpt_block(16, 4, "naive")
+    assert isinstance(b, Block) and b.attn.impl == "naive"
+    y, (k, v) = b(torch.randn(2, 5, 16))  # (B, n, d)
+    assert y.shape == (2, 5, 16) and k.shape == (2, 4, 5, 4)
+
+
+def test_text_comes_from_archlab_data_with_the_char_tokenizer():
+    corpus, desc = study_corpus()
+    streams, desc2 = corpus_for({"max_chars": 5000})
+    assert desc2 == desc and desc["chars"] == len(corpus.train) + len(corpus.val)
+    assert isinstance(streams, TokenStreams) and isinstance(streams.tokenizer, CharTokenizer)
+    assert streams.tokenizer.chars == fit_tokenizer("char", corpus).chars
+    assert (len(streams.train), len(streams.val)) == (4500, 500)
+    assert streams.tokenizer.decode(streams.train[:200].tolist()) == corpus.train[:200]
+    x, y = streams.get_batch("train", 3, 16, torch.Generator().manual_seed(0))  # (B, T)
+    assert x.shape == y.shape == (3, 16) and torch.equal(x[:, 1:], y[:, :-1])
