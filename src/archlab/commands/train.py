@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 
 from archlab.errors import ArchlabError
 
@@ -134,6 +135,7 @@ def _train(args: argparse.Namespace) -> int:
         raise ArchlabError(str(e)) from None
     finally:
         shutdown_distributed()
-    summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
-    print(json.dumps({"run_dir": args.out, **summary}))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
+        summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
+        print(json.dumps({"run_dir": args.out, **summary}))
     return 0

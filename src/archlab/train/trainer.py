@@ -242,6 +242,8 @@ class Trainer:
         self.device = torch.device(self.dist.device)
         self.model = model.to(self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        if self.run_dir is not None and self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_meta = dict(run_meta or {})
         self.callbacks = list(callbacks)
         self.optimizer = self._make_optimizer()
