@@ -198,26 +198,6 @@ def generate_text(
 
 
 # ---------------------------------------------------------------------------- images
-def load_image_file(path: str | os.PathLike, channels: int, size: int) -> torch.Tensor:
-    """An image file as uint8 (1, C, size, size): Pillow decode, grayscale/RGB, bilinear resize."""
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(path)
-    if not p.is_file():
-        raise ArchlabError(f"image file {p} does not exist")
-    try:
-        with Image.open(p) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise ArchlabError(f"{p} is not a readable image ({e.__class__.__name__})") from None
-    return (
-        data.view(size, size, channels).permute(2, 0, 1).unsqueeze(0).contiguous()
-    )  # (1, C, H, W)
-
-
 @torch.no_grad()
 def classify_image(run: Run, path: str | os.PathLike, top_k: int = 3) -> list[dict[str, Any]]:
     """The ``top_k`` most likely classes of the image at ``path`` with their probabilities."""
@@ -226,7 +206,9 @@ def classify_image(run: Run, path: str | os.PathLike, top_k: int = 3) -> list[di
         raise ArchlabError(f"top-k must be >= 1, got {top_k}")
     data = run.config["data"]
     c, size = int(data["shape"][0]), int(data["shape"][-1])
-    x = load_image_file(path, c, size)  # (1, C, H, W) uint8
+    from archlab.data import load_image_file
+
+    x = torch.from_numpy(load_image_file(Path(path), c, size))[None]  # (1, C, H, W) uint8
     norm = data["normalization"]
     device = next(run.model.parameters()).device
     logits = run.model(normalize_images(x.to(device), norm["mean"], norm["std"]))  # (1, K)

@@ -167,7 +167,7 @@ def train_lm(
     callbacks: list[Callback] | None = None,
 ) -> TrainResult:
     """Train a language model into run directory ``out`` (see module doc for ``resume``)."""
-    from archlab.data import build_tokenizer, encode_corpus, load_tokenizer, resolve_corpus
+    from archlab.data import encode_corpus, fit_tokenizer, load_tokenizer, resolve_corpus
     from archlab.models import get_spec, make_config
 
     if get_spec(spec.arch).task != "lm":
@@ -184,7 +184,7 @@ def train_lm(
         kw = {"vocab_size": spec.vocab_size} if spec.tokenizer == "bpe" and spec.vocab_size else {}
         if spec.tokenizer == "word":
             kw = {"max_vocab": spec.vocab_size}
-        build_tokenizer(spec.tokenizer, corpus.train, **kw).save(tok_path)
+        fit_tokenizer(spec.tokenizer, corpus, **kw).save(tok_path)
     dist.barrier()
     tok = load_tokenizer(tok_path)  # every rank uses the saved file: one tokenizer, by bytes
     streams = encode_corpus(corpus, tok)
