@@ -60,7 +60,8 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
 
 def _require(run: Run, task: str, what: str) -> None:
     if run.task != task:
-        raise ArchlabError(f"{run.path} is a {run.task} run; {what} needs a {task} run")
+        kinds = {"lm": "a language-model", "image": "an image"}
+        raise ArchlabError(f"{run.path} is {kinds[run.task]} run; {what} needs {kinds[task]} run")
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -251,6 +251,10 @@ class Trainer:
         self.elapsed_s = 0.0  # wall seconds spent training, summed over resumed sessions
         self.should_stop = False
         self.history: list[dict[str, Any]] = []
+        # Train losses since the last log line (the line reports their mean); checkpointed so a
+        # run resumed between two log lines writes the same next line as an uninterrupted one.
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._n_loss = 0
         self.last_eval: dict[str, float] = {}
         self.train_model: nn.Module = self.model
         if config.compile:
@@ -283,6 +287,9 @@ class Trainer:
         cfg, state = load_training_state(self.run_dir, self.model, self.optimizer)
         self.step = int(cfg["step"])
         self.elapsed_s = float(cfg.get("elapsed_s", 0.0))
+        window = cfg.get("log_window") or {"loss_sum": 0.0, "steps": 0}
+        self._loss_sum.fill_(float(window["loss_sum"]))
+        self._n_loss = int(window["steps"])
         if state:
             self.task.load_state_dict(state, self.dist)
         if self.dist.is_main:
@@ -376,6 +383,7 @@ class Trainer:
     def save(self) -> None:
         """Checkpoint now (collective under DDP: every rank must call it)."""
         state = {k: self.dist.all_gather_cat(v) for k, v in self.task.state_dict().items()}
+        window = self.dist.all_reduce(self._loss_sum.clone(), op="mean")
         if self.run_dir is None or not self.dist.is_main:
             return
         config = {
@@ -384,6 +392,7 @@ class Trainer:
             "step": self.step,
             "elapsed_s": round(self.elapsed_s, 3),
             "world_size": self.dist.world,
+            "log_window": {"loss_sum": float(window), "steps": self._n_loss},
         }
         save_checkpoint(
             self.run_dir,
@@ -409,8 +418,7 @@ class Trainer:
         self.model.train()
         t0 = time.perf_counter() - self.elapsed_s
         last_t, last_units = time.perf_counter(), 0
-        loss_sum = torch.zeros((), device=self.device)
-        n_loss, train_loss = 0, None
+        train_loss = None
         flags = torch.zeros(2)  # (elapsed seconds, stop requested), agreed over ranks each step
         while self.step < c.max_steps:
             flags[0], flags[1] = time.perf_counter() - t0, float(self.should_stop)
@@ -420,13 +428,13 @@ class Trainer:
                 break
             lr = self._lr(elapsed)
             loss, units, norm = self._train_step(lr)
-            loss_sum += loss
-            n_loss += 1
+            self._loss_sum += loss
+            self._n_loss += 1
             last_units += units
             self.elapsed_s = time.perf_counter() - t0
             logs = None
             if self.step % c.log_interval == 0 or self.step == c.max_steps:
-                mean = self.dist.all_reduce(loss_sum / n_loss, op="mean")  # host sync, only here
+                mean = self.dist.all_reduce(self._loss_sum / self._n_loss, op="mean")  # host sync
                 now = time.perf_counter()
                 rate = last_units / max(now - last_t, 1e-9)
                 train_loss = float(mean)
@@ -445,8 +453,8 @@ class Trainer:
                     bar.set_postfix(
                         loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", **{f"{unit}/s": f"{rate:,.0f}"}
                     )
-                loss_sum.zero_()
-                n_loss, last_t, last_units = 0, now, 0
+                self._loss_sum.zero_()
+                self._n_loss, last_t, last_units = 0, now, 0
             if bar is not None:
                 bar.update(self.step - bar.n)
             for cb in self.callbacks:
