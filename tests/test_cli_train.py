@@ -132,10 +132,7 @@ def test_sigkilled_run_resumes_bit_identical(corpus, tmp_path):
             "--max-steps", "60", "--checkpoint-interval", "5", "--log-interval", "2",
             "--dropout", "0.1", "--grad-accum", "2", "--no-progress"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **ENV}
-    full = subprocess.run(
-        [*args, "--out", str(tmp_path / "full")], env=env, capture_output=True, text=True
-    )
-    assert full.returncode == 0, full.stderr
+    assert main([*args[3:], "--out", str(tmp_path / "full")]) == 0  # in-process, also 1 thread
     run = tmp_path / "killed"
     proc = subprocess.Popen([*args, "--out", str(run)], env=env, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -183,7 +180,8 @@ def test_classify_round_trip(shared_data, tmp_path, capsys, monkeypatch):
     Image.fromarray(np.repeat(x0[0].numpy()[:, :, None], 3, axis=2)).save(rgb)
 
     model = archlab.models.load(run)
-    probs = torch.softmax(model(normalize_images(x0[None], ds.mean, ds.std))[0], -1)  # (10,)
+    with torch.no_grad():
+        probs = torch.softmax(model(normalize_images(x0[None], ds.mean, ds.std))[0], -1)  # (10,)
     want = sorted(((float(p), ds.class_names[i]) for i, p in enumerate(probs)), reverse=True)
     for path in (png, rgb):
         rc, out, _ = _run("classify", str(run), str(path), "--top-k", "10", "--json", capsys=capsys)

@@ -209,7 +209,7 @@ def classify_image(run: Run, path: str | os.PathLike, top_k: int = 3) -> list[di
     c, size = int(data["shape"][0]), int(data["shape"][-1])
     from archlab.data import load_image_file
 
-    x = torch.from_numpy(load_image_file(Path(path), c, size))[None]  # (1, C, H, W) uint8
+    x = torch.tensor(load_image_file(Path(path), c, size))[None]  # (1, C, H, W) uint8
     norm = data["normalization"]
     device = next(run.model.parameters()).device
     logits = run.model(normalize_images(x.to(device), norm["mean"], norm["std"]))  # (1, K)
