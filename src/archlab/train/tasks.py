@@ -24,8 +24,8 @@ from archlab.data.batching import (
     stream_eval_batches,
 )
 from archlab.errors import ArchlabError
+from archlab.train.config import fold_seed
 from archlab.train.distributed import DistInfo
-from archlab.train.trainer import fold_seed
 
 __all__ = [
     "ClassificationTask",

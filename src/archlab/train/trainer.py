@@ -15,10 +15,8 @@ identical losses, without saving iterator or generator state.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,91 +27,14 @@ import torch
 from torch import nn
 
 from archlab.train.checkpoint import has_checkpoint, load_training_state, save_checkpoint
+from archlab.train.config import TrainConfig, fold_seed
 from archlab.train.distributed import DistInfo, init_distributed
+from archlab.train.optim import param_groups
 from archlab.train.schedule import lr_at
 
 __all__ = ["Callback", "Task", "TrainConfig", "TrainResult", "Trainer", "fold_seed", "param_groups"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training trajectory; plain data, validated, JSON-serializable."""
-
-    max_steps: int = 1000  # optimizer steps; also the length of the cosine schedule
-    max_time: float | None = None  # wall-clock budget in seconds (stops early, decays lr by time)
-    batch_size: int = 32  # global micro-batch in rows (sequences or images), split over ranks
-    grad_accum: int = 1  # micro-batches per optimizer step: global batch = batch_size * grad_accum
-    lr: float = 1e-3  # peak learning rate
-    min_lr: float | None = None  # end of the cosine; default lr / 10 (Chinchilla, Hoffmann et al.)
-    weight_decay: float = 0.1  # decoupled (AdamW); only on matrices, see param_groups()
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    warmup_steps: int = 0
-    schedule: str = "cosine"  # "cosine" | "constant"
-    grad_clip: float | None = 1.0  # max global L2 norm of the gradient; None = no clipping
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast; weights and optimizer stay fp32)
-    eval_interval: int = 0  # steps between full-pass evaluations; 0 = only at the end
-    checkpoint_interval: int | None = None  # default: eval_interval; always at the end
-    log_interval: int = 10  # steps between metric lines (the only host syncs in the loop)
-    seed: int = 1337
-    label_smoothing: float = 0.0  # classification tasks (Szegedy et al. 2016, sec. 7)
-    compile: bool = False  # torch.compile the training forward
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
-    progress: bool = True  # tqdm bar on rank 0
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        ints = {
-            "max_steps": 1,
-            "batch_size": 1,
-            "grad_accum": 1,
-            "warmup_steps": 0,
-            "eval_interval": 0,
-            "log_interval": 1,
-        }
-        for name, lo in ints.items():
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= {lo}, got {v!r}")
-        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
-            raise ValueError("TrainConfig.checkpoint_interval must be >= 1 or None")
-        if self.max_time is not None and not self.max_time > 0:
-            raise ValueError(f"TrainConfig.max_time must be > 0 seconds, got {self.max_time}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr}")
-        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"TrainConfig.min_lr must be in [0, lr], got {self.min_lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(
-                f"TrainConfig.schedule must be 'cosine' or 'constant', got {self.schedule!r}"
-            )
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(
-                f"TrainConfig.precision must be 'fp32' or 'bf16', got {self.precision!r}"
-            )
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(
-                f"TrainConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}"
-            )
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
-
-    @property
-    def final_lr(self) -> float:
-        return self.lr / 10 if self.min_lr is None else self.min_lr
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
 
 
 class Task(Protocol):
@@ -155,57 +76,6 @@ class TrainResult:
     units_per_s: float = 0.0
     unit: str = "tokens"
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def fold_seed(*xs: int) -> int:
-    """Mix integers into one 63-bit seed (splitmix64 finalizer, Steele et al. 2014)."""
-    h = 0x9E3779B97F4A7C15
-    for x in xs:
-        h = (h ^ (int(x) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
-
-
-_NO_DECAY_MODULES = (
-    nn.Embedding,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.modules.batchnorm._BatchNorm,
-    nn.modules.instancenorm._InstanceNorm,
-)
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay weight matrices/kernels; not biases, norm gains, embeddings, positions.
-
-    Why: decoupled weight decay (Loshchilov & Hutter 2019) is a prior that pulls weights toward 0.
-    For a bias or a norm gain 0 is not a neutral value (a LayerNorm gain of 1 is), and these few
-    parameters cannot overfit by themselves; for an embedding (and positional tables) each row only
-    gets gradient when its token occurs, while decay shrinks every row at every step, so rare tokens
-    would be pulled to zero (minGPT's reasoning). Tied output weights are the embedding, so they
-    are not decayed either. Models may list extra names via ``no_weight_decay()`` (timm's hook).
-    """
-    extra = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay, seen = [], [], set()
-    for mname, module in model.named_modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            full = f"{mname}.{pname}" if mname else pname
-            skip = (
-                isinstance(module, _NO_DECAY_MODULES)
-                or p.ndim < 2
-                or pname.endswith("bias")
-                or full in extra
-                or pname in extra
-            )
-            (no_decay if skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
