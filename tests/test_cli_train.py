@@ -65,7 +65,7 @@ def _run(*args: str, capsys) -> tuple[int, str, str]:
 def test_lm_cli_agrees_with_library(corpus, tmp_path, capsys):
     run = tmp_path / "gpt"
     rc, out, _ = _run("train", "lm", *TINY_GPT, "--data", str(corpus), "--max-steps", "20",
-                      "--lr", "1e-2", "--no-progress", "--out", str(run), capsys=capsys)  # fmt: skip
+                      "--lr", "1e-2", "--no-progress", "--json", "--out", str(run), capsys=capsys)  # fmt: skip
     assert rc == 0 and json.loads(out)["step"] == 20
     for f in ("config.json", "model.safetensors", "optimizer.safetensors", "optimizer.json",
               "tokenizer.json", "resolved_config.json", "metrics.jsonl"):  # fmt: skip
@@ -130,7 +130,7 @@ def test_sigkilled_run_resumes_bit_identical(corpus, tmp_path):
     uninterrupted run's exactly."""
     args = [sys.executable, "-m", "archlab", "train", "lm", *TINY_GPT, "--data", str(corpus),
             "--max-steps", "60", "--checkpoint-interval", "5", "--log-interval", "2",
-            "--dropout", "0.1", "--grad-accum", "2", "--no-progress"]  # fmt: skip
+            "--dropout", "0.1", "--grad-accum", "2", "--no-progress", "--json"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **ENV}
     assert main([*args[3:], "--out", str(tmp_path / "full")]) == 0  # in-process, also 1 thread
     run = tmp_path / "killed"

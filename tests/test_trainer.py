@@ -238,7 +238,7 @@ def test_two_ranks_equal_one_rank(tmp_path):
     common = [
         "train", "lm", "--arch", "gpt", "--data", str(text), "--layers", "1", "--heads", "2",
         "--d-model", "32", "--block-size", "16", "--batch-size", "8", "--max-steps", "6",
-        "--log-interval", "1", "--lr", "3e-3", "--no-progress", "--dropout", "0",
+        "--log-interval", "1", "--lr", "3e-3", "--no-progress", "--dropout", "0", "--json",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     from archlab.cli import main
@@ -295,3 +295,16 @@ def test_nothing_is_nn_specific():
     cfg = TrainConfig(max_steps=300, lr=0.05, weight_decay=0.0, log_interval=100, progress=False)
     res = Trainer(model, Reg(), cfg).fit()
     assert res.eval["loss"] < 1e-2 and res.unit == "rows"
+
+
+def test_max_time_stops_early_and_checkpoints(streams, tmp_path):
+    """--max-time: the run stops once the wall-clock budget is spent, evaluates, checkpoints,
+    and its lr has decayed by time (progress = elapsed / max_time)."""
+    m, t, meta = _model_task("gpt", streams)
+    cfg = TrainConfig(max_steps=10**6, max_time=0.5, lr=1e-3, log_interval=1, progress=False)
+    res = Trainer(m, t, cfg, run_dir=tmp_path / "run", run_meta=meta).fit()
+    assert 0 < res.step < 10**6 and res.elapsed_s >= 0.5
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["step"] == res.step
+    lrs = [h["lr"] for h in res.history if h["kind"] == "train"]
+    assert lrs[-1] < 0.5e-3 < lrs[0]  # by steps alone the cosine would not have moved
+    assert "loss" in res.eval

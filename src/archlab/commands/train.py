@@ -55,6 +55,7 @@ def _common(p: argparse.ArgumentParser, model_flags: tuple[str, ...]) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     for flag in model_flags:
         p.add_argument(
             flag,
@@ -135,7 +136,21 @@ def _train(args: argparse.Namespace) -> int:
         raise ArchlabError(str(e)) from None
     finally:
         shutdown_distributed()
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
-        summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
+    summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
+    if args.json:
         print(json.dumps({"run_dir": args.out, **summary}))
+        return 0
+    ev = result.eval
+    val = f"val loss {ev['loss']:.4f}" if "loss" in ev else "no eval"
+    if "perplexity" in ev:
+        val += f" (perplexity {ev['perplexity']:.2f})"
+    if "accuracy" in ev:
+        val += f", accuracy {ev['accuracy']:.2%}"
+    train = f"train loss {result.train_loss:.4f}, " if result.train_loss is not None else ""
+    print(
+        f"step {result.step}: {train}{val}; {result.units_per_s:,.0f} {result.unit}/s, "
+        f"{result.elapsed_s:.1f} s; run saved in {args.out}"
+    )
     return 0
