@@ -44,15 +44,7 @@ class ViTConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in (
-            "in_channels",
-            "image_size",
-            "num_classes",
-            "patch_size",
-            "d_model",
-            "layers",
-            "heads",
-        ):
+        for name in "in_channels image_size num_classes patch_size d_model layers heads".split():
             if getattr(self, name) < 1:
                 raise ArchlabError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.image_size % self.patch_size:

@@ -1,0 +1,372 @@
+"""Oracles for the language models (rnn, lstm, gru, gpt): shapes and gradients for every registered
+LM, config round-trips, causality at every position (with a negative control), chunked == whole for
+the RNNs, KV-cache == recomputation for the GPT, weight tying, the LSTM forget-gate bias, and
+parameter counts against hand-derived formulas."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from archlab.errors import ArchlabError
+from archlab.models import create_model, get_spec, list_models, make_config
+from archlab.models import gpt as gpt_mod
+from archlab.models.gpt import GPT, GPTConfig
+
+# Tiny sizes for the base architectures; presets are built exactly as registered.
+TINY = {
+    "gpt": dict(vocab_size=11, block_size=16, layers=2, heads=2, d_model=16),
+    "rnn": dict(vocab_size=11, d_model=12, layers=2),
+    "lstm": dict(vocab_size=11, d_model=12, layers=2, forget_bias=1.0),
+    "gru": dict(vocab_size=11, d_model=12, layers=2),
+}
+LM_NAMES = list_models("lm")
+RNN_CELLS = ("rnn", "lstm", "gru")
+
+
+def build(name: str, seed: int = 0, **overrides) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model(name, **{**TINY.get(name, {}), **overrides})
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once
+
+
+def test_every_lm_family_is_registered():
+    assert {"rnn", "lstm", "gru", "gpt", "gpt-nano"} <= set(LM_NAMES)
+
+
+@pytest.mark.parametrize("name", LM_NAMES)
+def test_forward_backward_finite(name):
+    model = build(name).train()
+    V = model.config.vocab_size
+    idx = torch.randint(0, V, (2, 8), generator=torch.Generator().manual_seed(1))
+    logits = model(idx)
+    assert logits.shape == (2, 8, V) and logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+    F.cross_entropy(logits.flatten(0, 1), idx.roll(-1, 1).flatten()).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
+    assert sum(p.grad.abs().sum() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("name", LM_NAMES)
+def test_config_json_round_trip_rebuilds_identical_model(name):
+    cfg = make_config(name, **TINY.get(name, {}))
+    d = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    cfg2 = type(cfg)(**d)
+    assert cfg2 == cfg
+    build_fn = get_spec(name).build
+    torch.manual_seed(3)
+    a = build_fn(cfg).state_dict()
+    torch.manual_seed(3)
+    b = build_fn(cfg2).state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- causality --------------------------------------------------------------------------------
+
+
+def randomized(model: torch.nn.Module, std: float = 0.3) -> torch.nn.Module:
+    """Causality holds for any weights; large random ones make a leak show up as O(1) changes
+    (GPT-2's 0.02 init would shrink a real leak to ~1e-4)."""
+    torch.manual_seed(11)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+    return model
+
+
+def future_leak(model: torch.nn.Module, T: int, seed: int = 0) -> float:
+    """Largest change of the logits at positions <= t when every token after t is replaced, over
+    all t at once: row t of a (T, T) batch is the base text with positions > t changed."""
+    V = model.config.vocab_size
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randint(0, V, (1, T), generator=g)  # (1, T)
+    other = (base + torch.randint(1, V, (T, T), generator=g)) % V  # (T, T) differs everywhere
+    future = torch.arange(T)[None, :] > torch.arange(T)[:, None]  # (T, T) row t: positions > t
+    rows = torch.where(future, other, base.expand(T, T))  # (T, T)
+    model.eval()
+    with torch.no_grad():
+        ref = model(base)[0]  # (T, V)
+        out = model(rows)  # (T, T, V)
+    diff = (out - ref[None]).abs().amax(dim=-1)  # (T, T)
+    return diff[~future].max().item()
+
+
+@pytest.mark.parametrize("name", [*RNN_CELLS, "gpt", "gpt-nano"])
+def test_no_future_leak_at_any_position(name):
+    model = randomized(build(name))
+    T = min(16, getattr(model, "max_seq_len", 16))
+    assert future_leak(model, T) < 1e-5
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_gpt_causal_for_every_t_and_the_check_catches_a_missing_mask(positions, monkeypatch):
+    model = randomized(build("gpt", positions=positions))
+    assert future_leak(model, 16) < 1e-5
+    # Negative control: the same model attending to the future must fail the same check.
+    sdpa = F.scaled_dot_product_attention
+
+    def unmasked(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kw):
+        return sdpa(q, k, v, dropout_p=dropout_p)
+
+    monkeypatch.setattr(gpt_mod.F, "scaled_dot_product_attention", unmasked)
+    assert future_leak(model, 16) > 1e-2
+
+
+# ---- recurrent state --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", RNN_CELLS)
+def test_rnn_chunks_with_carried_state_equal_whole(cell):
+    model = build(cell).eval()
+    idx = torch.randint(0, 11, (3, 17), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        whole, s_whole = model(idx, return_state=True)
+        state, parts = model.init_state(3), []
+        for a, b in ((0, 5), (5, 6), (6, 17)):
+            out, state = model(idx[:, a:b], state, return_state=True)
+            parts.append(out)
+        chunked = torch.cat(parts, dim=1)
+        fresh = torch.cat([model(idx[:, a:b]) for a, b in ((0, 5), (5, 6), (6, 17))], dim=1)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
+    for x, y in zip(
+        state if isinstance(state, tuple) else (state,),
+        s_whole if isinstance(s_whole, tuple) else (s_whole,),
+        strict=True,
+    ):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+    # Control: dropping the state between chunks changes the later logits.
+    assert (fresh[:, 5:] - whole[:, 5:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("cell", RNN_CELLS)
+def test_rnn_generate_with_state_equals_recomputation(cell):
+    model = build(cell).eval()
+    prompt = torch.randint(0, 11, (2, 4), generator=torch.Generator().manual_seed(5))
+    out = model.generate(prompt, 12, temperature=0.0)
+    ref = prompt
+    with torch.no_grad():
+        for _ in range(12):
+            ref = torch.cat((ref, model(ref)[:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(out, ref)
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    a = model.generate(prompt, 10, temperature=1.0, top_k=3, generator=g1)
+    b = model.generate(prompt, 10, temperature=1.0, top_k=3, generator=g2)
+    assert a.shape == (2, 14) and torch.equal(a, b)
+
+
+def test_detach_state_keeps_values_and_cuts_graph():
+    model = build("lstm")
+    _, (h, c) = model(torch.zeros(1, 3, dtype=torch.long), return_state=True)
+    h2, c2 = model.detach_state((h, c))
+    assert torch.equal(h2, h) and not h2.requires_grad and not c2.requires_grad
+
+
+def test_lstm_forget_bias_sets_the_effective_gate_bias():
+    H, fb = 12, 1.0
+    model = build("lstm", forget_bias=fb)
+    lstm = model.rnn
+    for k in range(2):
+        b = getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")  # (4H,) [i, f, g, o]
+        assert torch.all(b[H : 2 * H] == fb)
+        assert not torch.all(b[:H] == fb)  # the other gates keep PyTorch's init
+    # Functional check that chunk 1 really is the forget gate: with zero input and h0 = 0 every
+    # gate is sigmoid/tanh of its bias, so c1 = sigmoid(f) * c0 + sigmoid(i) * tanh(g).
+    b = lstm.bias_ih_l0 + lstm.bias_hh_l0
+    c0 = torch.full((2, 1, H), 0.5)
+    with torch.no_grad():
+        _, (_, c1) = lstm(torch.zeros(1, 1, 12), (torch.zeros(2, 1, H), c0))
+    expected = torch.sigmoid(torch.tensor(fb)) * 0.5 + torch.sigmoid(b[:H]) * torch.tanh(
+        b[2 * H : 3 * H]
+    )
+    torch.testing.assert_close(c1[0, 0], expected.detach(), atol=1e-6, rtol=0)
+
+
+def test_forget_bias_only_exists_for_lstm():
+    with pytest.raises(ArchlabError, match="forget_bias"):
+        create_model("gru", forget_bias=1.0)
+
+
+# ---- GPT KV cache and positions ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_gpt_cached_decoding_equals_full_forward(positions):
+    model = build("gpt", positions=positions).eval()
+    idx = torch.randint(0, 11, (2, 16), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        full = model(idx)  # (2, 16, V)
+        out, cache = model(idx[:, :7], use_cache=True)  # prefill
+        parts = [out]
+        out, cache = model(idx[:, 7:12], past_kv=cache, use_cache=True)  # a chunk after a cache
+        parts.append(out)
+        for t in range(12, 16):  # one token at a time
+            out, cache = model(idx[:, t : t + 1], past_kv=cache, use_cache=True)
+            parts.append(out)
+    assert len(cache) == 2 and cache[0][0].shape == (2, 2, 16, 8)  # (B, nh, T, hs) per layer
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_gpt_generate_with_cache_equals_recomputation(positions):
+    # block_size 16, prompt 5 + 20 new: the learned model must crop (and rebuild its cache).
+    model = build("gpt", positions=positions, max_seq_len=16)
+    prompt = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(6))
+    greedy = model.generate(prompt, 20, temperature=0.0)
+    ref = prompt
+    with torch.no_grad():
+        model.eval()
+        for _ in range(20):
+            ref = torch.cat((ref, model(ref[:, -16:])[:, -1].argmax(-1, keepdim=True)), dim=1)
+    assert torch.equal(greedy, ref)
+    assert torch.equal(greedy, model.generate(prompt, 20, temperature=0.0, use_cache=False))
+    kw = dict(temperature=1.0, top_k=5)
+    a = model.generate(prompt, 20, generator=torch.Generator().manual_seed(7), **kw)
+    b = model.generate(
+        prompt, 20, generator=torch.Generator().manual_seed(7), use_cache=False, **kw
+    )
+    assert a.shape == (2, 25) and torch.equal(a, b)
+
+
+def test_gpt_generate_restores_training_mode():
+    model = build("gpt").train()
+    model.generate(torch.zeros(1, 1, dtype=torch.long), 2)
+    assert model.training
+
+
+def test_gpt_sequence_bounds():
+    learned = build("gpt")  # block 16
+    with pytest.raises(ArchlabError, match="block_size=16"):
+        learned(torch.zeros(1, 17, dtype=torch.long))
+    sinus = build("gpt", positions="sinusoidal")  # max_seq_len defaults to 4 * block_size
+    assert sinus.config.max_seq_len == 64
+    assert sinus(torch.zeros(1, 64, dtype=torch.long)).shape == (1, 64, 11)
+    with pytest.raises(ArchlabError, match="max_seq_len=64"):
+        sinus(torch.zeros(1, 65, dtype=torch.long))
+    with pytest.raises(ValueError, match="max_seq_len"):
+        GPTConfig(block_size=16, max_seq_len=32)  # learned positions cannot extend
+
+
+def test_sinusoidal_positions_match_vaswani_formula():
+    pe = gpt_mod.sinusoidal_positions(torch.arange(5), 6)  # (5, 6)
+    for p in range(5):
+        for i in range(3):
+            w = p / 10000 ** (2 * i / 6)
+            assert pe[p, 2 * i].item() == pytest.approx(torch.sin(torch.tensor(w)).item(), abs=1e-6)
+            assert pe[p, 2 * i + 1].item() == pytest.approx(
+                torch.cos(torch.tensor(w)).item(), abs=1e-6
+            )
+
+
+def test_gpt_residual_projections_use_scaled_init():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, layers=8, d_model=64, heads=2, block_size=8))
+    std = model.blocks[0].attn.proj.weight.std().item()
+    assert std == pytest.approx(0.02 / 4.0, rel=0.1)  # 0.02 / sqrt(2 * 8)
+    assert model.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+# ---- weight tying and parameter counts --------------------------------------------------------
+
+
+def gpt_params(V, T, L, d, d_ff, tied=True, learned=True):
+    """Hand count (bias=True): embeddings, per block 2 LayerNorms + qkv + proj + 2 MLP Linears,
+    final LayerNorm, lm_head weight only if untied (it has no bias)."""
+    block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * d_ff + d_ff) + (d_ff * d + d)
+    return V * d + (T * d if learned else 0) + L * block + 2 * d + (0 if tied else V * d)
+
+
+def test_gpt_param_count_and_tying():
+    tied = build("gpt")
+    assert tied.lm_head.weight is tied.tok_emb.weight
+    assert tied.lm_head.weight.data_ptr() == tied.tok_emb.weight.data_ptr()
+    assert n_params(tied) == gpt_params(11, 16, 2, 16, 64)
+    untied = build("gpt", tie_weights=False, positions="sinusoidal")
+    assert untied.lm_head.weight.data_ptr() != untied.tok_emb.weight.data_ptr()
+    assert n_params(untied) == gpt_params(11, 16, 2, 16, 64, tied=False, learned=False)
+    assert n_params(create_model("gpt-nano")) == gpt_params(65, 64, 4, 128, 512) == 809_856
+
+
+def rnn_lm_params(cell, V, E, H, L, tied):
+    """Embedding V*E; per layer g*H*(in + H) weights + 2*g*H biases (b_ih and b_hh, PyTorch's
+    convention), g = 1/3/4 gates for rnn/gru/lstm; decoder H*V (+V bias), weight shared if tied."""
+    g = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+    rec = sum(g * H * ((E if k == 0 else H) + H) + 2 * g * H for k in range(L))
+    return V * E + rec + (0 if tied else H * V) + V
+
+
+@pytest.mark.parametrize("cell", RNN_CELLS)
+@pytest.mark.parametrize("tied", [False, True])
+def test_rnn_param_count_and_tying(cell, tied):
+    model = build(cell, tie_weights=tied)
+    assert (model.decoder.weight.data_ptr() == model.embedding.weight.data_ptr()) == tied
+    assert n_params(model) == rnn_lm_params(cell, 11, 12, 12, 2, tied)
+    wide = build(cell, hidden_size=20, layers=3)
+    assert n_params(wide) == rnn_lm_params(cell, 11, 12, 20, 3, False)
+
+
+def test_tying_needs_equal_widths():
+    with pytest.raises(ValueError, match="hidden_size"):
+        create_model("lstm", d_model=12, hidden_size=20, tie_weights=True)
+
+
+@pytest.mark.parametrize(
+    "name, bad, field",
+    [
+        ("gpt", dict(d_model=16, heads=3), "heads"),
+        ("gpt", dict(block_size=0), "block_size"),
+        ("gpt", dict(positions="rotary"), "positions"),
+        ("gpt", dict(positions="sinusoidal", d_model=15, heads=1), "d_model"),
+        ("gpt", dict(dropout=1.0), "dropout"),
+        ("lstm", dict(layers=0), "layers"),
+        ("gru", dict(vocab_size=0), "vocab_size"),
+    ],
+)
+def test_bad_config_names_the_field(name, bad, field):
+    with pytest.raises(ValueError, match=field):
+        create_model(name, **bad)
+
+
+# ---- precision and devices --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [*RNN_CELLS, "gpt"])
+def test_bf16_autocast_matches_fp32(name):
+    model = build(name).eval()
+    idx = torch.randint(0, 11, (2, 12), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        ref = model(idx)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(idx)
+    assert low.dtype == torch.bfloat16
+    # bf16 keeps 8 significant bits (relative rounding 2^-8 ≈ 0.4% per op); measured worst case
+    # here is ~0.8% of the logit scale, so allow 2.5% of it (garbage would be ~100%).
+    assert (low.float() - ref).abs().max() <= 0.025 * ref.abs().max()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", [*RNN_CELLS, "gpt"])
+def test_lm_on_cuda_matches_cpu_and_decodes_consistently(name):
+    model = build(name).eval()
+    idx = torch.randint(0, 11, (2, 12), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        ref = model(idx)
+        model.cuda()
+        out = model(idx.cuda())
+    torch.testing.assert_close(out.cpu(), ref, atol=1e-3, rtol=1e-3)
+    greedy = model.generate(idx.cuda()[:, :4], 10, temperature=0.0)
+    recomputed = idx.cuda()[:, :4]
+    with torch.no_grad():
+        for _ in range(10):
+            nxt = model(recomputed)[:, -1].argmax(-1, keepdim=True)
+            recomputed = torch.cat((recomputed, nxt), dim=1)
+    assert torch.equal(greedy, recomputed)
