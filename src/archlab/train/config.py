@@ -15,7 +15,9 @@ class TrainConfig:
     """Everything that decides a training trajectory; plain data, validated, JSON-serializable."""
 
     max_steps: int = 1000  # optimizer steps; also the length of the cosine schedule
-    max_time: float | None = None  # wall-clock budget in seconds (stops early, decays lr by time)
+    # Wall-clock budget in seconds: stops early, and the cosine follows max(step, time) progress,
+    # so a run with max_time depends on the machine's speed (not bit-reproducible by design).
+    max_time: float | None = None
     batch_size: int = 32  # global micro-batch in rows (sequences or images), split over ranks
     grad_accum: int = 1  # micro-batches per optimizer step: global batch = batch_size * grad_accum
     lr: float = 1e-3  # peak learning rate

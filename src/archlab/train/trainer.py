@@ -295,11 +295,8 @@ class Trainer:
         t0 = time.perf_counter() - self.elapsed_s
         last_t, last_units = time.perf_counter(), 0
         train_loss = None
-        flags = torch.zeros(2)  # (elapsed seconds, stop requested), agreed over ranks each step
         while self.step < c.max_steps:
-            flags[0], flags[1] = time.perf_counter() - t0, float(self.should_stop)
-            self.dist.all_reduce(flags, op="max")
-            elapsed, stop = float(flags[0]), bool(flags[1])
+            elapsed, stop = self._agree(time.perf_counter() - t0, self.should_stop)
             if stop or (c.max_time is not None and elapsed >= c.max_time):
                 break
             lr = self._lr(elapsed)
@@ -362,6 +359,15 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self, result)
         return result
+
+    def _agree(self, elapsed: float, stop: bool) -> tuple[float, bool]:
+        """Ranks adopt the largest elapsed time and any stop request, so all stop at one step
+        and compute the same time-based lr (one tiny collective per step, only under DDP)."""
+        if not self.dist.enabled:
+            return elapsed, stop
+        flags = torch.tensor([elapsed, float(stop)], dtype=torch.float64, device=self.device)
+        self.dist.all_reduce(flags, op="max")  # on the device: NCCL reduces only CUDA tensors
+        return float(flags[0]), bool(flags[1])
 
     def _eval_and_log(self) -> None:
         if not self.dist.is_main or not hasattr(self.task, "evaluate"):
