@@ -52,7 +52,9 @@ def _common(p: argparse.ArgumentParser, model_flags: tuple[str, ...]) -> None:
         "--arch", required=True, help="registered model name (see 'archlab cost models')"
     )
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="new or empty run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in RUN_DIR (or start it if new)"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -72,8 +72,8 @@ class TrainResult:
     step: int
     train_loss: float | None
     eval: dict[str, float] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    units_per_s: float = 0.0
+    elapsed_s: float = 0.0  # wall seconds of training over all sessions (eval included)
+    units_per_s: float = 0.0  # this session's mean throughput, eval and checkpoints excluded
     unit: str = "tokens"
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -294,6 +294,7 @@ class Trainer:
         self.model.train()
         t0 = time.perf_counter() - self.elapsed_s
         last_t, last_units = time.perf_counter(), 0
+        session_t, session_units, paused = last_t, 0, 0.0
         train_loss = None
         while self.step < c.max_steps:
             elapsed, stop = self._agree(time.perf_counter() - t0, self.should_stop)
@@ -304,6 +305,7 @@ class Trainer:
             self._loss_sum += loss
             self._n_loss += 1
             last_units += units
+            session_units += units
             self.elapsed_s = time.perf_counter() - t0
             logs = None
             if self.step % c.log_interval == 0 or self.step == c.max_steps:
@@ -337,13 +339,14 @@ class Trainer:
                 self._eval_and_log()
             if ckpt_every and self.step % ckpt_every == 0 and self.step < c.max_steps:
                 self.save()
-            last_t += time.perf_counter() - pause  # throughput counts training time only
+            pause = time.perf_counter() - pause
+            last_t += pause  # throughput counts training time only
+            paused += pause
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        train_s = time.perf_counter() - session_t - paused
         if bar is not None:
             bar.close()
-        final_rate = 0.0
-        if self.history:
-            rates = [h[f"{unit}_per_s"] for h in self.history if h.get("kind") == "train"]
-            final_rate = rates[-1] if rates else 0.0
         if not self.last_eval or self.last_eval.get("step") != self.step:
             self._eval_and_log()
         self.save()
@@ -352,7 +355,7 @@ class Trainer:
             train_loss=train_loss,
             eval={k: v for k, v in self.last_eval.items() if k not in ("kind", "step")},
             elapsed_s=self.elapsed_s,
-            units_per_s=final_rate,
+            units_per_s=session_units / train_s if session_units else 0.0,
             unit=unit,
             history=list(self.history),
         )
