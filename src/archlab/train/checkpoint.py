@@ -96,10 +96,15 @@ def _recover(run_dir: Path) -> None:
     tmp = run_dir / _TMP
     if not tmp.is_dir():
         return
-    if (tmp / _COMMIT).exists():
-        for name in json.loads((tmp / _COMMIT).read_text())["files"]:
-            if (tmp / name).exists():
-                os.replace(tmp / name, run_dir / name)
+    try:
+        names = json.loads((tmp / _COMMIT).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        names = []  # no (complete) COMMIT: the new checkpoint never happened
+    for name in names:
+        try:
+            os.replace(tmp / name, run_dir / name)
+        except FileNotFoundError:
+            pass  # already moved (by an earlier recovery, or another rank racing us)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
