@@ -8,7 +8,7 @@ A run directory (``RUN_DIR``) holds::
                            save_model/load_model)
     optimizer.safetensors  per-parameter optimizer tensors (AdamW exp_avg, exp_avg_sq, step)
     optimizer.json         param groups and scalar optimizer state
-    state.safetensors      state a Task carries between batches (an RNN's hidden state), if any
+    state.safetensors      state a Task carries between batches (an RNN's hidden state; may be empty)
     tokenizer.json         the run's tokenizer (language-model runs; written by the run layer)
     resolved_config.json   every setting the run resolved, with versions and world size
     metrics.jsonl          one JSON object per log/eval event
@@ -201,10 +201,10 @@ def save_checkpoint(
         save_file(tensors, str(tmp / "optimizer.safetensors"), metadata=meta)
         write_json_atomic(tmp / "optimizer.json", opt_meta)
         files += ["optimizer.safetensors", "optimizer.json"]
-    if task_state:
-        st = {k: v.detach().cpu().contiguous() for k, v in task_state.items()}
-        save_file(st, str(tmp / "state.safetensors"), metadata=meta)
-        files.append("state.safetensors")
+    # Always written (possibly empty) so every checkpoint replaces the whole set of files.
+    st = {k: v.detach().cpu().contiguous() for k, v in (task_state or {}).items()}
+    save_file(st, str(tmp / "state.safetensors"), metadata=meta)
+    files.append("state.safetensors")
     write_json_atomic(tmp / "config.json", {**config, "format": RUN_FORMAT})
     files.append("config.json")  # moved last: config.json names the step of the files before it
     for name in files:
@@ -212,8 +212,6 @@ def save_checkpoint(
             os.fsync(f.fileno())
     write_json_atomic(tmp / _COMMIT, {"files": files})
     _recover(run_dir)
-    if task_state is None and (run_dir / "state.safetensors").exists():
-        os.remove(run_dir / "state.safetensors")
 
 
 def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
