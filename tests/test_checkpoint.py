@@ -142,18 +142,15 @@ def test_interrupted_checkpoint_rolls_back_or_forward(tmp_path):
     tr.run_dir = other
     tr.save()
     tmp.mkdir()
-    for f in other.iterdir():
-        if f.name in (
-            "model.safetensors",
-            "optimizer.safetensors",
-            "optimizer.json",
-            "config.json",
-        ):
-            shutil.copy(f, tmp / f.name)
-    files = ["model.safetensors", "optimizer.safetensors", "optimizer.json", "config.json"]
+    files = ["model.safetensors", "optimizer.safetensors", "optimizer.json", "state.safetensors"]
+    files.append("config.json")
+    for name in files:
+        shutil.copy(other / name, tmp / name)
     (tmp / "COMMIT").write_text(json.dumps({"files": files}))
     (run / "model.safetensors").write_bytes(b"torn")  # even a torn old file is replaced
     assert read_run_config(run)["step"] == 9 and not tmp.exists()
+    fresh = create_model("gpt", **dataclasses.asdict(model.config))
+    assert load_training_state(run, fresh, None)[0]["step"] == 9  # every file is from step 9
     assert torch.equal(archlab.models.load(run).tok_emb.weight, model.tok_emb.weight)
 
 
