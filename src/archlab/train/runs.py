@@ -172,6 +172,8 @@ def train_lm(
 
     if get_spec(spec.arch).task != "lm":
         raise ArchlabError(f"{spec.arch!r} is not a language model")
+    if spec.data is not None and Path(spec.data).exists():  # a path: absolute, for eval/resume
+        spec = dataclasses.replace(spec, data=str(Path(spec.data).resolve()))
     dist = init_distributed(config.device)
     out, resuming = _start(out, resume, dist)
     if resuming:
@@ -204,16 +206,11 @@ def train_lm(
         stateful=is_stateful(model),
         eval_stride=spec.eval_stride,
     )
-    data_arg = (
-        spec.data
-        if spec.data is None or not Path(spec.data).exists()
-        else str(Path(spec.data).resolve())
-    )
     meta = {
         "task": "lm",
         "model": {"name": spec.arch, "config": dataclasses.asdict(mcfg)},
         "data": {
-            "corpus": corpus.name if notice or spec.data is None else data_arg,
+            "corpus": corpus.name if notice or spec.data is None else spec.data,
             "name": corpus.name,
             "split": corpus.split,
             "sources": list(corpus.sources),
