@@ -342,6 +342,8 @@ class Trainer:
             pause = time.perf_counter() - pause
             last_t += pause  # throughput counts training time only
             paused += pause
+        if self._n_loss:  # stopped between log lines: report (not log) the open window's mean
+            train_loss = float(self.dist.all_reduce(self._loss_sum / self._n_loss, op="mean"))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         train_s = time.perf_counter() - session_t - paused
