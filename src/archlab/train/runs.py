@@ -10,6 +10,7 @@ differences are reported and ignored, because they would change the trajectory).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -110,7 +111,7 @@ def _resolve_resume(
             if f.name not in _RESUMABLE
         ),
     ):
-        if new != old:
+        if json.dumps(new) != json.dumps(old):  # as stored: a tuple and its list are the same
             log.warning("resume: keeping the run's %s=%r (ignoring %r)", name, old, new)
     kept = {k: getattr(config, k) for k in _RESUMABLE}
     return saved_spec, dataclasses.replace(saved_cfg, **kept)
