@@ -203,7 +203,7 @@ def evaluate_lm(
     raw = _raw(model)
     device = next(raw.parameters()).device
     total = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
+    count = torch.zeros((), dtype=torch.int64, device=device)
     if stateful:
         state = None
         batches = stream_eval_batches(data, streams, block_size)
@@ -218,9 +218,10 @@ def evaluate_lm(
         total += F.cross_entropy(
             logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
         )
-        count += int((y != IGNORE_INDEX).sum())
-    loss = float(total) / max(count, 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": count}
+        count += (y != IGNORE_INDEX).sum()  # stays on the device: no host sync per batch
+    n = int(count)
+    loss = float(total) / max(n, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": n}
 
 
 class ClassificationTask:
