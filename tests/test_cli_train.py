@@ -129,7 +129,7 @@ def test_sigkilled_run_resumes_bit_identical(corpus, tmp_path):
     mid-checkpoint-write), resume with --resume: final weights and loss log equal an
     uninterrupted run's exactly."""
     args = [sys.executable, "-m", "archlab", "train", "lm", *TINY_GPT, "--data", str(corpus),
-            "--max-steps", "60", "--checkpoint-interval", "5", "--log-interval", "2",
+            "--max-steps", "120", "--checkpoint-interval", "5", "--log-interval", "3",
             "--dropout", "0.1", "--grad-accum", "2", "--no-progress", "--json"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **ENV}
     assert main([*args[3:], "--out", str(tmp_path / "full")]) == 0  # in-process, also 1 thread
@@ -146,12 +146,12 @@ def test_sigkilled_run_resumes_bit_identical(corpus, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = json.loads((run / "config.json").read_text())["step"]
-    assert proc.returncode == -signal.SIGKILL and killed_at < 60, "run ended before the kill"
+    assert proc.returncode == -signal.SIGKILL and killed_at < 120, "run ended before the kill"
     res = subprocess.run(
         [*args, "--out", str(run), "--resume"], env=env, capture_output=True, text=True
     )
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["step"] == 60
+    assert json.loads(res.stdout)["step"] == 120
     a, b = _weights(tmp_path / "full"), _weights(run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _train_losses(tmp_path / "full") == _train_losses(run)
