@@ -288,7 +288,10 @@ class Trainer:
         if c.progress and self.dist.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=c.max_steps, initial=self.step, unit="step", dynamic_ncols=True)
+            # disable=None: a bar on a terminal only, not \r-lines in a redirected log
+            bar = tqdm(
+                total=c.max_steps, initial=self.step, unit="step", dynamic_ncols=True, disable=None
+            )
         for cb in self.callbacks:
             cb.on_train_start(self)
         self.model.train()
