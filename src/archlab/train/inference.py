@@ -90,11 +90,7 @@ def _evaluate_lm_run(run: Run, split: str, stride: int | None, batch_size: int) 
     res = evaluate_lm(
         run.model, data, block_size=T, stateful=stateful, stride=stride, batch_size=batch_size
     )
-    if stateful:
-        proto = {"protocol": "stateful", "streams": 10, "bptt": T}
-    else:
-        proto = {"protocol": "sliding-window", "window": T, "stride": stride}
-    return {**res, "split": split, "corpus": corpus.name, **proto}
+    return {**res, "split": split, "corpus": corpus.name}
 
 
 def _evaluate_image_run(run: Run, split: str) -> dict[str, Any]:

@@ -198,7 +198,8 @@ def evaluate_lm(
     Fixed-context models: sliding windows of ``block_size`` moved by ``stride`` (default
     ``block_size``), see :func:`archlab.data.sliding_window_eval`. Recurrent models: ``streams``
     contiguous streams read in ``block_size`` chunks with the state carried, see
-    :func:`archlab.data.stream_eval_batches`. Returns ``loss``, ``perplexity`` = exp(loss), ``tokens``.
+    :func:`archlab.data.stream_eval_batches`. Returns ``loss``, ``perplexity`` = exp(loss),
+    ``tokens`` scored, and the protocol (``window``/``stride`` or ``streams``/``bptt``).
     """
     raw = _raw(model)
     device = next(raw.parameters()).device
@@ -221,7 +222,11 @@ def evaluate_lm(
         count += (y != IGNORE_INDEX).sum()  # stays on the device: no host sync per batch
     n = int(count)
     loss = float(total) / max(n, 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": n}
+    if stateful:
+        proto = {"protocol": "stateful", "streams": streams, "bptt": block_size}
+    else:
+        proto = {"protocol": "sliding-window", "window": block_size, "stride": stride or block_size}
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": n, **proto}
 
 
 class ClassificationTask:
