@@ -186,7 +186,12 @@ def test_param_groups_decay_only_matrices():
     nod = {names[id(p)] for p in no_decay["params"]}
     assert "tok_emb.weight" in nod and "pos_emb.weight" in nod  # embeddings (tied head too)
     assert all(n.endswith("bias") or "ln" in n or "emb" in n for n in nod)
-    assert all(p.ndim == 2 for p in decay["params"]) and "blocks.0.attn.qkv.weight" in dec or dec
+    assert dec == {  # exactly the four weight matrices of the block
+        "blocks.0.attn.qkv.weight",
+        "blocks.0.attn.proj.weight",
+        "blocks.0.mlp.fc.weight",
+        "blocks.0.mlp.proj.weight",
+    }
     assert not any("emb" in n or n.endswith("bias") or "ln" in n for n in dec)
     # every parameter exactly once (the tied lm_head is the embedding)
     assert len(dec) + len(nod) == len(list(model.parameters()))
