@@ -196,6 +196,13 @@ def test_param_groups_decay_only_matrices():
     # every parameter exactly once (the tied lm_head is the embedding)
     assert len(dec) + len(nod) == len(list(model.parameters()))
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    vit = create_model("vit", layers=1, d_model=16, heads=2)
+    names = {id(p): n for n, p in vit.named_parameters()}
+    dec = {names[id(p)] for p in param_groups(vit, 0.1)[0]["params"]}
+    assert "cls_token" not in dec and "pos_emb" not in dec and "patch_embed.weight" in dec
+    lstm = create_model("lstm", vocab_size=20, layers=1, d_model=8, tie_weights=True)
+    dec = {id(p) for p in param_groups(lstm, 0.1)[0]["params"]}
+    assert id(lstm.decoder.weight) not in dec and id(lstm.rnn.weight_hh_l0) in dec
 
 
 def test_schedule_warmup_then_cosine():
