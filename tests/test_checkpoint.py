@@ -168,6 +168,13 @@ def test_run_dir_never_overwrites_user_files(tmp_path):
         prepare_run_dir(tmp_path / "run", resume=False)
     assert prepare_run_dir(tmp_path / "run", resume=True) is True
     assert prepare_run_dir(tmp_path / "new" / "run", resume=False) is False
+    started = tmp_path / "started"  # died before its first checkpoint
+    started.mkdir()
+    (started / "resolved_config.json").write_text(json.dumps({"format": "archlab-run"}))
+    (started / "tokenizer.json").write_text("{}")
+    with pytest.raises(ArchlabError, match="--resume"):
+        prepare_run_dir(started, resume=False)
+    assert prepare_run_dir(started, resume=True) is False  # ours, nothing to resume: start over
     assert (tmp_path / "new" / "run").is_dir()
 
 

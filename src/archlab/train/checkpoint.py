@@ -109,9 +109,11 @@ def _recover(run_dir: Path) -> None:
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
-    """True if ``path`` has an archlab ``config.json`` (or a committed checkpoint waiting to land)."""
+    """True if ``path`` holds an archlab run (config.json, a pending checkpoint, or a started run)."""
     p = Path(path)
-    for cfg in (p / "config.json", p / _TMP / "config.json"):
+    # resolved_config.json is written when a run starts: a run that died before its first
+    # checkpoint is still ours (and --resume starts it afresh).
+    for cfg in (p / "config.json", p / _TMP / "config.json", p / "resolved_config.json"):
         try:
             if json.loads(cfg.read_text(encoding="utf-8")).get("format") == RUN_FORMAT:
                 return True

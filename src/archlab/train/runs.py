@@ -22,7 +22,12 @@ from typing import Any
 import torch
 
 from archlab.errors import ArchlabError
-from archlab.train.checkpoint import prepare_run_dir, read_run_config, write_json_atomic
+from archlab.train.checkpoint import (
+    RUN_FORMAT,
+    prepare_run_dir,
+    read_run_config,
+    write_json_atomic,
+)
 from archlab.train.distributed import DistInfo, init_distributed
 from archlab.train.tasks import ClassificationTask, LMTask, is_stateful
 from archlab.train.trainer import Callback, TrainConfig, Trainer, TrainResult
@@ -145,6 +150,7 @@ def _run(
         write_json_atomic(
             out / "resolved_config.json",
             {
+                "format": RUN_FORMAT,
                 **meta,
                 "train": config.to_dict(),
                 "resumed": resuming,
