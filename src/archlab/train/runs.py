@@ -147,6 +147,8 @@ def _run(
     callbacks: list[Callback],
 ) -> TrainResult:
     if dist.is_main:
+        if not resuming:  # a run that died before its first checkpoint starts its log afresh
+            (out / "metrics.jsonl").unlink(missing_ok=True)
         write_json_atomic(
             out / "resolved_config.json",
             {
