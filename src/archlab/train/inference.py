@@ -145,9 +145,13 @@ def save_confusion_png(conf: torch.Tensor, names: list[str], path: Path, title: 
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ArchlabError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------------------- language models
