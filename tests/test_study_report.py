@@ -1,7 +1,7 @@
 """The study report: golden report.md / report.html from a fixture results.json, and the HTML in a
 real headless browser (Debian's chromium; skipped with the reason when it is not installed).
 
-Regenerate the goldens after an intended change with ``ARCHLAB_REGEN_GOLDEN=1 python -m pytest
+Regenerate the goldens after an intended change with ``ARCHLAB_UPDATE_GOLDEN=1 python -m pytest
 tests/test_study_report.py`` and review the diff.
 """
 
@@ -21,7 +21,7 @@ import pytest
 from archlab.study.report import claim_views, fmt, render_html, render_markdown, write_reports
 
 GOLDEN = Path(__file__).parent / "golden"
-REGEN = os.environ.get("ARCHLAB_REGEN_GOLDEN") == "1"
+REGEN = os.environ.get("ARCHLAB_UPDATE_GOLDEN") == "1"
 B64_PNG = re.compile(r"data:image/png;base64,[A-Za-z0-9+/=]+")
 
 
@@ -46,8 +46,8 @@ def _golden(name: str, text: str) -> None:
     path = GOLDEN / name
     if REGEN:
         path.write_text(text)
-    assert path.exists(), f"missing golden {path}; run with ARCHLAB_REGEN_GOLDEN=1"
-    assert text == path.read_text(), f"{name} differs from the golden file (ARCHLAB_REGEN_GOLDEN=1)"
+    assert path.exists(), f"missing golden {path}; run with ARCHLAB_UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"{name} differs from the golden file (ARCHLAB_UPDATE_GOLDEN=1)"
 
 
 def test_markdown_matches_golden(results, views):
