@@ -361,3 +361,31 @@ def test_load_image_file(tmp_path):
         with pytest.raises(ArchlabError) as e:
             load_image_file(tmp_path / p, 1, 28)
         assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad magic"])
+def test_corrupt_dataset_through_cli_is_one_line_exit_2(tmp_path, cli, damage):
+    """The user's view of a damaged file: `archlab train image` says which file, exits 2."""
+    root = tmp_path / "data"
+    write_mnist(root, "mnist", 64, 16, gz=False)
+    p = root / "mnist" / "train-images-idx3-ubyte"
+    raw = p.read_bytes()
+    p.write_bytes(raw[:-100] if damage == "truncated" else (1234).to_bytes(4, "big") + raw[4:])
+    env = {"ARCHLAB_DATA": str(root), "ARCHLAB_OFFLINE": "1", "HOME": str(tmp_path / "home")}
+    r = cli(
+        "train",
+        "image",
+        "--arch",
+        "mlp",
+        "--data",
+        "mnist",
+        "--max-steps",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        env=env,
+    )
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "train-images" in r.stderr
+    assert not (tmp_path / "run" / "model.safetensors").exists()
