@@ -47,7 +47,9 @@ def _golden(name: str, text: str) -> None:
     if REGEN:
         path.write_text(text)
     assert path.exists(), f"missing golden {path}; run with ARCHLAB_UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"{name} differs from the golden file (ARCHLAB_UPDATE_GOLDEN=1)"
+    assert text == path.read_text(), (
+        f"{name} differs from the golden file (ARCHLAB_UPDATE_GOLDEN=1)"
+    )
 
 
 def test_markdown_matches_golden(results, views):
