@@ -8,6 +8,7 @@ from archlab.models.registry import (
     register_model,
     register_preset,
 )
+from archlab.train.checkpoint import load_model as load  # load(RUN_DIR): a trained model
 
 # Architecture modules register themselves on import; add each new file here.
 _ARCH_MODULES: tuple[str, ...] = ("rnn", "gpt", "cnn", "resnet", "vit", "mlp")
@@ -17,6 +18,7 @@ for _m in _ARCH_MODULES:
 
 __all__ = [
     "create_model",
+    "load",
     "get_spec",
     "list_models",
     "make_config",

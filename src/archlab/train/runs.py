@@ -1,0 +1,281 @@
+"""Training runs end to end: data + tokenizer + model + task + Trainer + run directory.
+
+``train_lm`` and ``train_image`` are what ``archlab train lm|image`` call. A run is described by a
+spec (:class:`LMRunSpec` / :class:`ImageRunSpec`) and a :class:`TrainConfig`; both are stored in the
+run's config.json, so ``--resume`` rebuilds exactly the same run from the directory and continues
+it (only ``max_steps``, ``max_time``, the intervals and ``progress`` may change on resume; other
+differences are reported and ignored, because they would change the trajectory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from archlab.errors import ArchlabError
+from archlab.train.checkpoint import prepare_run_dir, read_run_config, write_json_atomic
+from archlab.train.distributed import DistInfo, init_distributed
+from archlab.train.tasks import ClassificationTask, LMTask, is_stateful
+from archlab.train.trainer import Callback, TrainConfig, Trainer, TrainResult
+
+__all__ = ["ImageRunSpec", "LMRunSpec", "train_image", "train_lm"]
+
+log = logging.getLogger(__name__)
+
+# TrainConfig fields a resumed run may change without changing what it computes.
+_RESUMABLE = {
+    "max_steps",
+    "max_time",
+    "eval_interval",
+    "checkpoint_interval",
+    "log_interval",
+    "progress",
+}
+
+
+@dataclass
+class LMRunSpec:
+    """What a language-model run trains on and with which model."""
+
+    arch: str  # a registered LM: rnn, lstm, gru, gpt (or a preset)
+    data: str | None = None  # corpus name or path; None: Tiny Shakespeare if present, else pydoc
+    tokenizer: str = "char"  # char | word | bpe
+    vocab_size: int | None = None  # bpe vocabulary / word vocabulary cap
+    block_size: int = 64  # GPT context = RNN BPTT length (tokens)
+    model: dict[str, Any] = field(default_factory=dict)  # layers, heads, d_model, d_ff, dropout...
+    eval_stride: int | None = None  # training-time eval stride for the GPT; None: block_size
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ArchlabError(f"block size must be >= 1, got {self.block_size}")
+        if self.tokenizer not in ("char", "word", "bpe"):
+            raise ArchlabError(f"unknown tokenizer {self.tokenizer!r}; use char, word or bpe")
+        if self.vocab_size is not None and self.vocab_size < 1:
+            raise ArchlabError(f"vocab size must be >= 1, got {self.vocab_size}")
+
+
+@dataclass
+class ImageRunSpec:
+    """What an image-classification run trains on and with which model."""
+
+    arch: str  # a registered image model: cnn, resnet, vit, mlp (or a preset)
+    data: str = "fashion-mnist"
+    train_size: int | None = None  # a deterministic stratified subset of the train split
+    val_size: int = 5000  # images carved from the official train set for validation
+    augment: bool = True  # random crop (+ flips where they keep the label), train only
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+def _environment(dist: DistInfo) -> dict[str, Any]:
+    from archlab import __version__
+
+    return {
+        "archlab": __version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": dist.device,
+        "world_size": dist.world,
+        "torch_threads": torch.get_num_threads(),
+        "argv": sys.argv,
+    }
+
+
+def _resolve_resume(
+    out: Path, spec: Any, config: TrainConfig, task: str
+) -> tuple[Any, TrainConfig]:
+    """The saved spec and config of the run in ``out`` (with the resumable fields of ``config``)."""
+    saved = read_run_config(out)
+    if saved.get("task") != task:
+        raise ArchlabError(f"{out} holds a {saved.get('task')} run, not a {task} run")
+    spec_cls = type(spec)
+    saved_spec = spec_cls(**saved["spec"])
+    saved_cfg = TrainConfig(**saved["train"])
+    for name, new, old in (
+        *(
+            (f.name, getattr(spec, f.name), getattr(saved_spec, f.name))
+            for f in dataclasses.fields(spec)
+        ),
+        *(
+            (f.name, getattr(config, f.name), getattr(saved_cfg, f.name))
+            for f in dataclasses.fields(config)
+            if f.name not in _RESUMABLE
+        ),
+    ):
+        if new != old:
+            log.warning("resume: keeping the run's %s=%r (ignoring %r)", name, old, new)
+    kept = {k: getattr(config, k) for k in _RESUMABLE}
+    return saved_spec, dataclasses.replace(saved_cfg, **kept)
+
+
+def _start(out: str | os.PathLike, resume: bool, dist: DistInfo) -> tuple[Path, bool]:
+    """Check ``out`` on every rank (nothing written yet), then let rank 0 create it."""
+    p = Path(out)
+    from archlab.train.checkpoint import has_checkpoint, is_run_dir
+
+    if p.is_dir() and any(p.iterdir()) and not (resume and is_run_dir(p)):
+        prepare_run_dir(p, resume)  # raises the right one-line error on every rank
+    dist.barrier()
+    if dist.is_main:
+        prepare_run_dir(p, resume)
+    dist.barrier()
+    return p, resume and has_checkpoint(p)
+
+
+def _run(
+    model: torch.nn.Module,
+    task: Any,
+    config: TrainConfig,
+    out: Path,
+    meta: dict[str, Any],
+    resuming: bool,
+    dist: DistInfo,
+    callbacks: list[Callback],
+) -> TrainResult:
+    if dist.is_main:
+        write_json_atomic(
+            out / "resolved_config.json",
+            {
+                **meta,
+                "train": config.to_dict(),
+                "resumed": resuming,
+                "environment": _environment(dist),
+            },
+        )
+    trainer = Trainer(
+        model, task, config, run_dir=out, run_meta=meta, callbacks=callbacks, dist=dist
+    )
+    if resuming:
+        trainer.restore()
+    return trainer.fit()
+
+
+def train_lm(
+    spec: LMRunSpec,
+    config: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    callbacks: list[Callback] | None = None,
+) -> TrainResult:
+    """Train a language model into run directory ``out`` (see module doc for ``resume``)."""
+    from archlab.data import build_tokenizer, encode_corpus, load_tokenizer, resolve_corpus
+    from archlab.models import get_spec, make_config
+
+    if get_spec(spec.arch).task != "lm":
+        raise ArchlabError(f"{spec.arch!r} is not a language model")
+    dist = init_distributed(config.device)
+    out, resuming = _start(out, resume, dist)
+    if resuming:
+        spec, config = _resolve_resume(out, spec, config, "lm")
+    corpus, notice = resolve_corpus(spec.data)
+    if notice:
+        log.warning("%s", notice)
+    tok_path = out / "tokenizer.json"
+    if not resuming and dist.is_main:
+        kw = {"vocab_size": spec.vocab_size} if spec.tokenizer == "bpe" and spec.vocab_size else {}
+        if spec.tokenizer == "word":
+            kw = {"max_vocab": spec.vocab_size}
+        build_tokenizer(spec.tokenizer, corpus.train, **kw).save(tok_path)
+    dist.barrier()
+    tok = load_tokenizer(tok_path)  # every rank uses the saved file: one tokenizer, by bytes
+    streams = encode_corpus(corpus, tok)
+    over = dict(spec.model, vocab_size=tok.vocab_size)
+    if "block_size" in {f.name for f in dataclasses.fields(get_spec(spec.arch).config_cls)}:
+        over["block_size"] = spec.block_size
+    mcfg = make_config(spec.arch, **over)
+    torch.manual_seed(config.seed)  # initial weights: a function of the seed alone
+    model = get_spec(spec.arch).build(mcfg)
+    task = LMTask(
+        streams.train,
+        streams.val,
+        streams.test,
+        block_size=spec.block_size,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        stateful=is_stateful(model),
+        eval_stride=spec.eval_stride,
+    )
+    data_arg = (
+        spec.data
+        if spec.data is None or not Path(spec.data).exists()
+        else str(Path(spec.data).resolve())
+    )
+    meta = {
+        "task": "lm",
+        "model": {"name": spec.arch, "config": dataclasses.asdict(mcfg)},
+        "data": {
+            "corpus": corpus.name if notice or spec.data is None else data_arg,
+            "name": corpus.name,
+            "split": corpus.split,
+            "sources": list(corpus.sources),
+            "tokens": {k: int(streams.split(k).numel()) for k in ("train", "val", "test")},
+            "notice": notice,
+        },
+        "tokenizer": {
+            "kind": spec.tokenizer,
+            "vocab_size": tok.vocab_size,
+            "file": "tokenizer.json",
+        },
+        "eval": task.eval_protocol(),
+        "spec": dataclasses.asdict(spec),
+    }
+    return _run(model, task, config, out, meta, resuming, dist, list(callbacks or []))
+
+
+def train_image(
+    spec: ImageRunSpec,
+    config: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    callbacks: list[Callback] | None = None,
+) -> TrainResult:
+    """Train an image classifier into run directory ``out`` (see module doc for ``resume``)."""
+    from archlab.data import augment_batch, load_image_dataset
+    from archlab.models import get_spec, make_config
+
+    if get_spec(spec.arch).task != "image":
+        raise ArchlabError(f"{spec.arch!r} is not an image model")
+    dist = init_distributed(config.device)
+    out, resuming = _start(out, resume, dist)
+    if resuming:
+        spec, config = _resolve_resume(out, spec, config, "image")
+    ds = load_image_dataset(spec.data, val_size=spec.val_size, train_size=spec.train_size)
+    fields = {f.name for f in dataclasses.fields(get_spec(spec.arch).config_cls)}
+    shape = {"num_classes": ds.num_classes, "in_channels": ds.channels, "image_size": ds.image_size}
+    over = {**spec.model, **{k: v for k, v in shape.items() if k in fields}}  # data decides shape
+    mcfg = make_config(spec.arch, **over)
+    torch.manual_seed(config.seed)  # initial weights: a function of the seed alone
+    model = get_spec(spec.arch).build(mcfg)
+    pad, flip = ds.default_pad(), ds.flip_ok
+
+    def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return augment_batch(x, g, pad, flip)
+
+    task = ClassificationTask(
+        ds.split("train"),
+        ds.split("val"),
+        ds.split("test"),
+        batch_size=config.batch_size,
+        seed=config.seed,
+        mean=ds.mean,
+        std=ds.std,
+        augment=augment if spec.augment else None,
+        label_smoothing=config.label_smoothing,
+    )
+    meta = {
+        "task": "image",
+        "model": {"name": spec.arch, "config": dataclasses.asdict(mcfg)},
+        "data": {**ds.describe(), "augment": {"pad": pad, "flip": flip} if spec.augment else None},
+        "spec": dataclasses.asdict(spec),
+    }
+    return _run(model, task, config, out, meta, resuming, dist, list(callbacks or []))
