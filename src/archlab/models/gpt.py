@@ -2,7 +2,7 @@
 
 Reads top to bottom: config → CausalSelfAttention → Block → GPT. ``model(idx)`` maps token ids
 (B, T) to next-token logits (B, T, vocab). Training attends with
-``F.scaled_dot_product_attention(is_causal=True)``; decoding reuses per-layer keys/values (a KV
+``F.scaled_dot_product_attention(is_causal=True)`` (via ``layers.attention``); decoding reuses per-layer keys/values (a KV
 cache), and cached decoding equals full recomputation (tested).
 
 Positions are either ``"learned"`` (a table of ``block_size`` rows, as GPT-2; longer inputs are an
@@ -17,11 +17,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from archlab.errors import ArchlabError
-from archlab.models.layers import FeedForward, sample_next_token
+from archlab.models.layers import FeedForward, attention, sample_next_token
 from archlab.models.registry import register_model, register_preset
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (B, nh, T, hs)
@@ -115,14 +114,14 @@ class CausalSelfAttention(nn.Module):
         P = k.size(2) - T  # tokens already in the cache
         p = self.dropout if self.training else 0.0
         if P == 0:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            y = attention(q, k, v, dropout_p=p, is_causal=True)
         elif T == 1:  # one new token may attend to every cached one: no mask needed
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            y = attention(q, k, v, dropout_p=p)
         else:
             # SDPA's is_causal aligns its mask top-left; a query block after P cached tokens needs
             # it bottom-right: query i (absolute position P+i) sees keys 0..P+i.
             mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            y = attention(q, k, v, attn_mask=mask, dropout_p=p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C) heads re-assembled
         return self.resid_dropout(self.proj(y)), (k, v)
 

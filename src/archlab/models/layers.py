@@ -2,6 +2,8 @@
 
 - :class:`FeedForward` — the position-wise MLP of a Transformer block (GPT and ViT use the same one:
   Linear → GELU → Linear → Dropout; Vaswani et al. 2017 §3.3 with GELU as in GPT-2 and ViT).
+- :func:`attention` — ``F.scaled_dot_product_attention`` with one CPU precision rule (below); GPT
+  and ViT call it.
 - :func:`sample_next_token` — temperature / top-k sampling from next-token logits (GPT and the RNN
   language models share it, so both decode the same way).
 
@@ -31,6 +33,40 @@ class FeedForward(nn.Module):
         return self.dropout(self.proj(F.gelu(self.fc(x))))  # (..., d_model)
 
 
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` (q, k, v: (B, nh, T, hs)), in fp32 on the CPU.
+
+    Why: under bf16 autocast PyTorch's CPU flash-attention kernel is several times *slower* in bf16
+    than in fp32 at the head sizes used here (measured on this project's AVX-512 CPU, torch 2.13,
+    (64, 4, 64, 32) forward + backward: ~190 ms bf16 vs ~50 ms fp32, single thread), and it was half
+    of a bf16 training step of ``gpt-nano``. So on the CPU, half-precision inputs are attended in
+    fp32 and the result is cast back; the projections around it stay in bf16 (where AVX-512 bf16
+    matmuls pay off). On CUDA the bf16 kernels are the fast ones and nothing changes.
+    """
+    half = q.dtype in (torch.bfloat16, torch.float16)
+    if q.device.type != "cpu" or not half:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal
+        )
+    with torch.autocast("cpu", enabled=False):
+        y = F.scaled_dot_product_attention(
+            q.float(),
+            k.float(),
+            v.float(),
+            attn_mask=attn_mask,
+            dropout_p=dropout_p,
+            is_causal=is_causal,
+        )  # (B, nh, T, hs) fp32
+    return y.to(q.dtype)
+
+
 def sample_next_token(
     logits: torch.Tensor,
     temperature: float = 1.0,
@@ -57,4 +93,4 @@ def sample_next_token(
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
-__all__ = ["FeedForward", "sample_next_token"]
+__all__ = ["FeedForward", "attention", "sample_next_token"]
