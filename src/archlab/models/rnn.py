@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from archlab.errors import ArchlabError
-from archlab.models.layers import sample_next_token
+from archlab.models.layers import linear_cross_entropy, sample_next_token
 from archlab.models.registry import register_model, register_preset
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h, or (h, c) for the LSTM
@@ -79,6 +79,9 @@ _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
 class RNNLanguageModel(nn.Module):
+    # forward(..., targets=y) returns the loss, fused with the decoder (trainers check this flag)
+    fused_loss: ClassVar[bool] = True
+
     def __init__(self, cfg: RNNLMConfig):
         super().__init__()
         self.config = cfg
@@ -125,12 +128,29 @@ class RNNLanguageModel(nn.Module):
         return state.detach()
 
     def forward(
-        self, idx: torch.Tensor, state: State | None = None, return_state: bool = False
+        self,
+        idx: torch.Tensor,
+        state: State | None = None,
+        return_state: bool = False,
+        targets: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, State]:
-        """idx (B, T) long -> logits (B, T, vocab), or (logits, state) with ``return_state``."""
+        """idx (B, T) long -> logits (B, T, vocab), or (logits, state) with ``return_state``.
+
+        With ``targets`` (B, T) it returns the mean cross-entropy (nats/token) in place of the
+        logits, computed by :func:`linear_cross_entropy` without materializing the (B, T, vocab)
+        logits (the decoder of a word-level LM is most of a training step; same value and
+        gradients as ``F.cross_entropy`` on the logits).
+        """
         x = self.drop(self.embedding(idx))  # (B, T, E)
         out, new_state = self.rnn(x, state)  # (B, T, H); state (L, B, H) or a pair of them
-        logits = self.decoder(self.drop(out))  # (B, T, vocab)
+        out = self.drop(out)  # (B, T, H)
+        if targets is not None:
+            h = out.flatten(0, 1)  # (B*T, H)
+            loss = linear_cross_entropy(
+                h, self.decoder.weight, self.decoder.bias, targets.flatten()
+            )
+            return (loss, new_state) if return_state else loss
+        logits = self.decoder(out)  # (B, T, vocab)
         return (logits, new_state) if return_state else logits
 
     @torch.no_grad()
