@@ -142,18 +142,15 @@ def test_interrupted_checkpoint_rolls_back_or_forward(tmp_path):
     tr.run_dir = other
     tr.save()
     tmp.mkdir()
-    for f in other.iterdir():
-        if f.name in (
-            "model.safetensors",
-            "optimizer.safetensors",
-            "optimizer.json",
-            "config.json",
-        ):
-            shutil.copy(f, tmp / f.name)
-    files = ["model.safetensors", "optimizer.safetensors", "optimizer.json", "config.json"]
+    files = ["model.safetensors", "optimizer.safetensors", "optimizer.json", "state.safetensors"]
+    files.append("config.json")
+    for name in files:
+        shutil.copy(other / name, tmp / name)
     (tmp / "COMMIT").write_text(json.dumps({"files": files}))
     (run / "model.safetensors").write_bytes(b"torn")  # even a torn old file is replaced
     assert read_run_config(run)["step"] == 9 and not tmp.exists()
+    fresh = create_model("gpt", **dataclasses.asdict(model.config))
+    assert load_training_state(run, fresh, None)[0]["step"] == 9  # every file is from step 9
     assert torch.equal(archlab.models.load(run).tok_emb.weight, model.tok_emb.weight)
 
 
@@ -171,6 +168,13 @@ def test_run_dir_never_overwrites_user_files(tmp_path):
         prepare_run_dir(tmp_path / "run", resume=False)
     assert prepare_run_dir(tmp_path / "run", resume=True) is True
     assert prepare_run_dir(tmp_path / "new" / "run", resume=False) is False
+    started = tmp_path / "started"  # died before its first checkpoint
+    started.mkdir()
+    (started / "resolved_config.json").write_text(json.dumps({"format": "archlab-run"}))
+    (started / "tokenizer.json").write_text("{}")
+    with pytest.raises(ArchlabError, match="--resume"):
+        prepare_run_dir(started, resume=False)
+    assert prepare_run_dir(started, resume=True) is False  # ours, nothing to resume: start over
     assert (tmp_path / "new" / "run").is_dir()
 
 

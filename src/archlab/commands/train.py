@@ -47,19 +47,20 @@ _LM_MODEL = ("--layers", "--heads", "--d-model", "--d-ff", "--dropout")
 _IMAGE_MODEL = ("--layers", "--heads", "--d-model", "--dropout", "--patch-size", "--channels")
 
 
-def _common(p: argparse.ArgumentParser, model_flags: tuple[str, ...]) -> None:
-    p.add_argument(
-        "--arch", required=True, help="registered model name (see 'archlab cost models')"
-    )
+def _common(p: argparse.ArgumentParser, model_flags: tuple[str, ...], arch_help: str) -> None:
+    p.add_argument("--arch", required=True, help=arch_help)
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="new or empty run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in RUN_DIR (or start it if new)"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
     for flag in model_flags:
         p.add_argument(
             flag,
             type=_MODEL_FLAGS[flag][1],
-            help=f"model size (config field {_MODEL_FLAGS[flag][0]})",
+            help=f"model config field {_MODEL_FLAGS[flag][0]}",
         )
     for flag, (_, typ, help_) in _TRAIN_FLAGS.items():
         choices = {"--precision": ["fp32", "bf16"], "--device": ["auto", "cpu", "cuda"]}.get(flag)
@@ -71,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tsub = p.add_subparsers(dest="what", metavar="{lm,image}")
     tsub.required = True
     lm = tsub.add_parser("lm", help="next-token language model (rnn, lstm, gru, gpt)")
-    _common(lm, _LM_MODEL)
+    _common(lm, _LM_MODEL, "rnn, lstm, gru, gpt, or a preset (gpt-nano, lstm-wt2, lstm-char)")
     lm.add_argument(
         "--data", help="corpus name (tinyshakespeare, wikitext2, pydoc) or text file/folder"
     )
@@ -81,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm.add_argument("--eval-stride", type=int, help="GPT eval window stride (default: block size)")
     lm.set_defaults(func=_train)
     im = tsub.add_parser("image", help="image classifier (cnn, resnet, vit, mlp)")
-    _common(im, _IMAGE_MODEL)
+    _common(im, _IMAGE_MODEL, "cnn, resnet, vit, mlp, or a preset (cnn-fmnist, vit-fmnist, ...)")
     im.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist, cifar10, digits")
     im.add_argument("--train-size", type=int, help="deterministic stratified subset of N images")
     im.add_argument("--val-size", type=int, default=5000, help="images held out of train for val")
@@ -135,7 +136,21 @@ def _train(args: argparse.Namespace) -> int:
         raise ArchlabError(str(e)) from None
     finally:
         shutdown_distributed()
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
-        summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
+    summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
+    if args.json:
         print(json.dumps({"run_dir": args.out, **summary}))
+        return 0
+    ev = result.eval
+    val = f"val loss {ev['loss']:.4f}" if "loss" in ev else "no eval"
+    if "perplexity" in ev:
+        val += f" (perplexity {ev['perplexity']:.2f})"
+    if "accuracy" in ev:
+        val += f", accuracy {ev['accuracy']:.2%}"
+    train = f"train loss {result.train_loss:.4f}, " if result.train_loss is not None else ""
+    print(
+        f"step {result.step}: {train}{val}; {result.units_per_s:,.0f} {result.unit}/s, "
+        f"{result.elapsed_s:.1f} s; run saved in {args.out}"
+    )
     return 0

@@ -8,7 +8,7 @@ A run directory (``RUN_DIR``) holds::
                            save_model/load_model)
     optimizer.safetensors  per-parameter optimizer tensors (AdamW exp_avg, exp_avg_sq, step)
     optimizer.json         param groups and scalar optimizer state
-    state.safetensors      state a Task carries between batches (an RNN's hidden state), if any
+    state.safetensors      state a Task carries between batches (an RNN's hidden state; may be empty)
     tokenizer.json         the run's tokenizer (language-model runs; written by the run layer)
     resolved_config.json   every setting the run resolved, with versions and world size
     metrics.jsonl          one JSON object per log/eval event
@@ -96,17 +96,24 @@ def _recover(run_dir: Path) -> None:
     tmp = run_dir / _TMP
     if not tmp.is_dir():
         return
-    if (tmp / _COMMIT).exists():
-        for name in json.loads((tmp / _COMMIT).read_text())["files"]:
-            if (tmp / name).exists():
-                os.replace(tmp / name, run_dir / name)
+    try:
+        names = json.loads((tmp / _COMMIT).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        names = []  # no (complete) COMMIT: the new checkpoint never happened
+    for name in names:
+        try:
+            os.replace(tmp / name, run_dir / name)
+        except FileNotFoundError:
+            pass  # already moved (by an earlier recovery, or another rank racing us)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
-    """True if ``path`` has an archlab ``config.json`` (or a committed checkpoint waiting to land)."""
+    """True if ``path`` holds an archlab run (config.json, a pending checkpoint, or a started run)."""
     p = Path(path)
-    for cfg in (p / "config.json", p / _TMP / "config.json"):
+    # resolved_config.json is written when a run starts: a run that died before its first
+    # checkpoint is still ours (and --resume starts it afresh).
+    for cfg in (p / "config.json", p / _TMP / "config.json", p / "resolved_config.json"):
         try:
             if json.loads(cfg.read_text(encoding="utf-8")).get("format") == RUN_FORMAT:
                 return True
@@ -196,10 +203,10 @@ def save_checkpoint(
         save_file(tensors, str(tmp / "optimizer.safetensors"), metadata=meta)
         write_json_atomic(tmp / "optimizer.json", opt_meta)
         files += ["optimizer.safetensors", "optimizer.json"]
-    if task_state:
-        st = {k: v.detach().cpu().contiguous() for k, v in task_state.items()}
-        save_file(st, str(tmp / "state.safetensors"), metadata=meta)
-        files.append("state.safetensors")
+    # Always written (possibly empty) so every checkpoint replaces the whole set of files.
+    st = {k: v.detach().cpu().contiguous() for k, v in (task_state or {}).items()}
+    save_file(st, str(tmp / "state.safetensors"), metadata=meta)
+    files.append("state.safetensors")
     write_json_atomic(tmp / "config.json", {**config, "format": RUN_FORMAT})
     files.append("config.json")  # moved last: config.json names the step of the files before it
     for name in files:
@@ -207,8 +214,6 @@ def save_checkpoint(
             os.fsync(f.fileno())
     write_json_atomic(tmp / _COMMIT, {"files": files})
     _recover(run_dir)
-    if task_state is None and (run_dir / "state.safetensors").exists():
-        os.remove(run_dir / "state.safetensors")
 
 
 def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:

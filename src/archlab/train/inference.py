@@ -60,7 +60,8 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
 
 def _require(run: Run, task: str, what: str) -> None:
     if run.task != task:
-        raise ArchlabError(f"{run.path} is a {run.task} run; {what} needs a {task} run")
+        kinds = {"lm": "a language-model", "image": "an image"}
+        raise ArchlabError(f"{run.path} is {kinds[run.task]} run; {what} needs {kinds[task]} run")
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -89,11 +90,7 @@ def _evaluate_lm_run(run: Run, split: str, stride: int | None, batch_size: int) 
     res = evaluate_lm(
         run.model, data, block_size=T, stateful=stateful, stride=stride, batch_size=batch_size
     )
-    if stateful:
-        proto = {"protocol": "stateful", "streams": 10, "bptt": T}
-    else:
-        proto = {"protocol": "sliding-window", "window": T, "stride": stride}
-    return {**res, "split": split, "corpus": corpus.name, **proto}
+    return {**res, "split": split, "corpus": corpus.name}
 
 
 def _evaluate_image_run(run: Run, split: str) -> dict[str, Any]:
@@ -148,9 +145,13 @@ def save_confusion_png(conf: torch.Tensor, names: list[str], path: Path, title: 
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ArchlabError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------------------- language models
@@ -198,26 +199,6 @@ def generate_text(
 
 
 # ---------------------------------------------------------------------------- images
-def load_image_file(path: str | os.PathLike, channels: int, size: int) -> torch.Tensor:
-    """An image file as uint8 (1, C, size, size): Pillow decode, grayscale/RGB, bilinear resize."""
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(path)
-    if not p.is_file():
-        raise ArchlabError(f"image file {p} does not exist")
-    try:
-        with Image.open(p) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)
-            data = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise ArchlabError(f"{p} is not a readable image ({e.__class__.__name__})") from None
-    return (
-        data.view(size, size, channels).permute(2, 0, 1).unsqueeze(0).contiguous()
-    )  # (1, C, H, W)
-
-
 @torch.no_grad()
 def classify_image(run: Run, path: str | os.PathLike, top_k: int = 3) -> list[dict[str, Any]]:
     """The ``top_k`` most likely classes of the image at ``path`` with their probabilities."""
@@ -226,7 +207,9 @@ def classify_image(run: Run, path: str | os.PathLike, top_k: int = 3) -> list[di
         raise ArchlabError(f"top-k must be >= 1, got {top_k}")
     data = run.config["data"]
     c, size = int(data["shape"][0]), int(data["shape"][-1])
-    x = load_image_file(path, c, size)  # (1, C, H, W) uint8
+    from archlab.data import load_image_file
+
+    x = torch.tensor(load_image_file(Path(path), c, size))[None]  # (1, C, H, W) uint8
     norm = data["normalization"]
     device = next(run.model.parameters()).device
     logits = run.model(normalize_images(x.to(device), norm["mean"], norm["std"]))  # (1, K)

@@ -10,6 +10,7 @@ differences are reported and ignored, because they would change the trajectory).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import platform
@@ -21,7 +22,12 @@ from typing import Any
 import torch
 
 from archlab.errors import ArchlabError
-from archlab.train.checkpoint import prepare_run_dir, read_run_config, write_json_atomic
+from archlab.train.checkpoint import (
+    RUN_FORMAT,
+    prepare_run_dir,
+    read_run_config,
+    write_json_atomic,
+)
 from archlab.train.distributed import DistInfo, init_distributed
 from archlab.train.tasks import ClassificationTask, LMTask, is_stateful
 from archlab.train.trainer import Callback, TrainConfig, Trainer, TrainResult
@@ -110,7 +116,7 @@ def _resolve_resume(
             if f.name not in _RESUMABLE
         ),
     ):
-        if new != old:
+        if json.dumps(new) != json.dumps(old):  # as stored: a tuple and its list are the same
             log.warning("resume: keeping the run's %s=%r (ignoring %r)", name, old, new)
     kept = {k: getattr(config, k) for k in _RESUMABLE}
     return saved_spec, dataclasses.replace(saved_cfg, **kept)
@@ -141,9 +147,12 @@ def _run(
     callbacks: list[Callback],
 ) -> TrainResult:
     if dist.is_main:
+        if not resuming:  # a run that died before its first checkpoint starts its log afresh
+            (out / "metrics.jsonl").unlink(missing_ok=True)
         write_json_atomic(
             out / "resolved_config.json",
             {
+                "format": RUN_FORMAT,
                 **meta,
                 "train": config.to_dict(),
                 "resumed": resuming,
@@ -167,11 +176,13 @@ def train_lm(
     callbacks: list[Callback] | None = None,
 ) -> TrainResult:
     """Train a language model into run directory ``out`` (see module doc for ``resume``)."""
-    from archlab.data import build_tokenizer, encode_corpus, load_tokenizer, resolve_corpus
+    from archlab.data import encode_corpus, fit_tokenizer, load_tokenizer, resolve_corpus
     from archlab.models import get_spec, make_config
 
     if get_spec(spec.arch).task != "lm":
         raise ArchlabError(f"{spec.arch!r} is not a language model")
+    if spec.data is not None and Path(spec.data).exists():  # a path: absolute, for eval/resume
+        spec = dataclasses.replace(spec, data=str(Path(spec.data).resolve()))
     dist = init_distributed(config.device)
     out, resuming = _start(out, resume, dist)
     if resuming:
@@ -184,7 +195,7 @@ def train_lm(
         kw = {"vocab_size": spec.vocab_size} if spec.tokenizer == "bpe" and spec.vocab_size else {}
         if spec.tokenizer == "word":
             kw = {"max_vocab": spec.vocab_size}
-        build_tokenizer(spec.tokenizer, corpus.train, **kw).save(tok_path)
+        fit_tokenizer(spec.tokenizer, corpus, **kw).save(tok_path)
     dist.barrier()
     tok = load_tokenizer(tok_path)  # every rank uses the saved file: one tokenizer, by bytes
     streams = encode_corpus(corpus, tok)
@@ -204,16 +215,11 @@ def train_lm(
         stateful=is_stateful(model),
         eval_stride=spec.eval_stride,
     )
-    data_arg = (
-        spec.data
-        if spec.data is None or not Path(spec.data).exists()
-        else str(Path(spec.data).resolve())
-    )
     meta = {
         "task": "lm",
         "model": {"name": spec.arch, "config": dataclasses.asdict(mcfg)},
         "data": {
-            "corpus": corpus.name if notice or spec.data is None else data_arg,
+            "corpus": corpus.name if notice or spec.data is None else spec.data,
             "name": corpus.name,
             "split": corpus.split,
             "sources": list(corpus.sources),

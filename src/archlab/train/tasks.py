@@ -24,8 +24,8 @@ from archlab.data.batching import (
     stream_eval_batches,
 )
 from archlab.errors import ArchlabError
+from archlab.train.config import fold_seed
 from archlab.train.distributed import DistInfo
-from archlab.train.trainer import fold_seed
 
 __all__ = [
     "ClassificationTask",
@@ -202,12 +202,13 @@ def evaluate_lm(
     Fixed-context models: sliding windows of ``block_size`` moved by ``stride`` (default
     ``block_size``), see :func:`archlab.data.sliding_window_eval`. Recurrent models: ``streams``
     contiguous streams read in ``block_size`` chunks with the state carried, see
-    :func:`archlab.data.stream_eval_batches`. Returns ``loss``, ``perplexity`` = exp(loss), ``tokens``.
+    :func:`archlab.data.stream_eval_batches`. Returns ``loss``, ``perplexity`` = exp(loss),
+    ``tokens`` scored, and the protocol (``window``/``stride`` or ``streams``/``bptt``).
     """
     raw = _raw(model)
     device = next(raw.parameters()).device
     total = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
+    count = torch.zeros((), dtype=torch.int64, device=device)
     if stateful:
         state = None
         batches = stream_eval_batches(data, streams, block_size)
@@ -222,9 +223,14 @@ def evaluate_lm(
         total += F.cross_entropy(
             logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
         )
-        count += int((y != IGNORE_INDEX).sum())
-    loss = float(total) / max(count, 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": count}
+        count += (y != IGNORE_INDEX).sum()  # stays on the device: no host sync per batch
+    n = int(count)
+    loss = float(total) / max(n, 1)
+    if stateful:
+        proto = {"protocol": "stateful", "streams": streams, "bptt": block_size}
+    else:
+        proto = {"protocol": "sliding-window", "window": block_size, "stride": stride or block_size}
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": n, **proto}
 
 
 class ClassificationTask:

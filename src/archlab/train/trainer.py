@@ -15,10 +15,8 @@ identical losses, without saving iterator or generator state.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,91 +27,14 @@ import torch
 from torch import nn
 
 from archlab.train.checkpoint import has_checkpoint, load_training_state, save_checkpoint
+from archlab.train.config import TrainConfig, fold_seed
 from archlab.train.distributed import DistInfo, init_distributed
+from archlab.train.optim import param_groups
 from archlab.train.schedule import lr_at
 
 __all__ = ["Callback", "Task", "TrainConfig", "TrainResult", "Trainer", "fold_seed", "param_groups"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training trajectory; plain data, validated, JSON-serializable."""
-
-    max_steps: int = 1000  # optimizer steps; also the length of the cosine schedule
-    max_time: float | None = None  # wall-clock budget in seconds (stops early, decays lr by time)
-    batch_size: int = 32  # global micro-batch in rows (sequences or images), split over ranks
-    grad_accum: int = 1  # micro-batches per optimizer step: global batch = batch_size * grad_accum
-    lr: float = 1e-3  # peak learning rate
-    min_lr: float | None = None  # end of the cosine; default lr / 10 (Chinchilla, Hoffmann et al.)
-    weight_decay: float = 0.1  # decoupled (AdamW); only on matrices, see param_groups()
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    warmup_steps: int = 0
-    schedule: str = "cosine"  # "cosine" | "constant"
-    grad_clip: float | None = 1.0  # max global L2 norm of the gradient; None = no clipping
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast; weights and optimizer stay fp32)
-    eval_interval: int = 0  # steps between full-pass evaluations; 0 = only at the end
-    checkpoint_interval: int | None = None  # default: eval_interval; always at the end
-    log_interval: int = 10  # steps between metric lines (the only host syncs in the loop)
-    seed: int = 1337
-    label_smoothing: float = 0.0  # classification tasks (Szegedy et al. 2016, sec. 7)
-    compile: bool = False  # torch.compile the training forward
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
-    progress: bool = True  # tqdm bar on rank 0
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        ints = {
-            "max_steps": 1,
-            "batch_size": 1,
-            "grad_accum": 1,
-            "warmup_steps": 0,
-            "eval_interval": 0,
-            "log_interval": 1,
-        }
-        for name, lo in ints.items():
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= {lo}, got {v!r}")
-        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
-            raise ValueError("TrainConfig.checkpoint_interval must be >= 1 or None")
-        if self.max_time is not None and not self.max_time > 0:
-            raise ValueError(f"TrainConfig.max_time must be > 0 seconds, got {self.max_time}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr}")
-        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"TrainConfig.min_lr must be in [0, lr], got {self.min_lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(
-                f"TrainConfig.schedule must be 'cosine' or 'constant', got {self.schedule!r}"
-            )
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(
-                f"TrainConfig.precision must be 'fp32' or 'bf16', got {self.precision!r}"
-            )
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(
-                f"TrainConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}"
-            )
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
-
-    @property
-    def final_lr(self) -> float:
-        return self.lr / 10 if self.min_lr is None else self.min_lr
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
 
 
 class Task(Protocol):
@@ -151,61 +72,10 @@ class TrainResult:
     step: int
     train_loss: float | None
     eval: dict[str, float] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    units_per_s: float = 0.0
+    elapsed_s: float = 0.0  # wall seconds of training over all sessions (eval included)
+    units_per_s: float = 0.0  # this session's mean throughput, eval and checkpoints excluded
     unit: str = "tokens"
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def fold_seed(*xs: int) -> int:
-    """Mix integers into one 63-bit seed (splitmix64 finalizer, Steele et al. 2014)."""
-    h = 0x9E3779B97F4A7C15
-    for x in xs:
-        h = (h ^ (int(x) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
-
-
-_NO_DECAY_MODULES = (
-    nn.Embedding,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.modules.batchnorm._BatchNorm,
-    nn.modules.instancenorm._InstanceNorm,
-)
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay weight matrices/kernels; not biases, norm gains, embeddings, positions.
-
-    Why: decoupled weight decay (Loshchilov & Hutter 2019) is a prior that pulls weights toward 0.
-    For a bias or a norm gain 0 is not a neutral value (a LayerNorm gain of 1 is), and these few
-    parameters cannot overfit by themselves; for an embedding (and positional tables) each row only
-    gets gradient when its token occurs, while decay shrinks every row at every step, so rare tokens
-    would be pulled to zero (minGPT's reasoning). Tied output weights are the embedding, so they
-    are not decayed either. Models may list extra names via ``no_weight_decay()`` (timm's hook).
-    """
-    extra = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay, seen = [], [], set()
-    for mname, module in model.named_modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            full = f"{mname}.{pname}" if mname else pname
-            skip = (
-                isinstance(module, _NO_DECAY_MODULES)
-                or p.ndim < 2
-                or pname.endswith("bias")
-                or full in extra
-                or pname in extra
-            )
-            (no_decay if skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
@@ -256,6 +126,10 @@ class Trainer:
         self.elapsed_s = 0.0  # wall seconds spent training, summed over resumed sessions
         self.should_stop = False
         self.history: list[dict[str, Any]] = []
+        # Train losses since the last log line (the line reports their mean); checkpointed so a
+        # run resumed between two log lines writes the same next line as an uninterrupted one.
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._n_loss = 0
         self.last_eval: dict[str, float] = {}
         self.train_model: nn.Module = self.model
         if config.compile:
@@ -288,6 +162,9 @@ class Trainer:
         cfg, state = load_training_state(self.run_dir, self.model, self.optimizer)
         self.step = int(cfg["step"])
         self.elapsed_s = float(cfg.get("elapsed_s", 0.0))
+        window = cfg.get("log_window") or {"loss_sum": 0.0, "steps": 0}
+        self._loss_sum.fill_(float(window["loss_sum"]))
+        self._n_loss = int(window["steps"])
         if state:
             self.task.load_state_dict(state, self.dist)
         if self.dist.is_main:
@@ -335,7 +212,13 @@ class Trainer:
         c = self.config
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        torch.manual_seed(fold_seed(c.seed, self.step, self.dist.rank))  # dropout, augmentation
+        # Dropout (and anything else drawing from torch's generator) is a function of the step.
+        # Seed the device's generator directly: torch.manual_seed also walks every backend
+        # (cuda, xpu, mtia) through lazy-init bookkeeping, ~3 ms a step.
+        seed = fold_seed(c.seed, self.step, self.dist.rank)
+        torch.default_generator.manual_seed(seed)
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed(seed)
         total = torch.zeros((), device=self.device)
         units = 0
         for micro in range(c.grad_accum):
@@ -381,6 +264,7 @@ class Trainer:
     def save(self) -> None:
         """Checkpoint now (collective under DDP: every rank must call it)."""
         state = {k: self.dist.all_gather_cat(v) for k, v in self.task.state_dict().items()}
+        window = self.dist.all_reduce(self._loss_sum.clone(), op="mean")
         if self.run_dir is None or not self.dist.is_main:
             return
         config = {
@@ -389,6 +273,7 @@ class Trainer:
             "step": self.step,
             "elapsed_s": round(self.elapsed_s, 3),
             "world_size": self.dist.world,
+            "log_window": {"loss_sum": float(window), "steps": self._n_loss},
         }
         save_checkpoint(
             self.run_dir,
@@ -408,30 +293,31 @@ class Trainer:
         if c.progress and self.dist.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=c.max_steps, initial=self.step, unit="step", dynamic_ncols=True)
+            # disable=None: a bar on a terminal only, not \r-lines in a redirected log
+            bar = tqdm(
+                total=c.max_steps, initial=self.step, unit="step", dynamic_ncols=True, disable=None
+            )
         for cb in self.callbacks:
             cb.on_train_start(self)
         self.model.train()
         t0 = time.perf_counter() - self.elapsed_s
         last_t, last_units = time.perf_counter(), 0
-        loss_sum = torch.zeros((), device=self.device)
-        n_loss, train_loss = 0, None
-        flags = torch.zeros(2)  # (elapsed seconds, stop requested), agreed over ranks each step
+        session_t, session_units, paused = last_t, 0, 0.0
+        train_loss = None
         while self.step < c.max_steps:
-            flags[0], flags[1] = time.perf_counter() - t0, float(self.should_stop)
-            self.dist.all_reduce(flags, op="max")
-            elapsed, stop = float(flags[0]), bool(flags[1])
+            elapsed, stop = self._agree(time.perf_counter() - t0, self.should_stop)
             if stop or (c.max_time is not None and elapsed >= c.max_time):
                 break
             lr = self._lr(elapsed)
             loss, units, norm = self._train_step(lr)
-            loss_sum += loss
-            n_loss += 1
+            self._loss_sum += loss
+            self._n_loss += 1
             last_units += units
+            session_units += units
             self.elapsed_s = time.perf_counter() - t0
             logs = None
             if self.step % c.log_interval == 0 or self.step == c.max_steps:
-                mean = self.dist.all_reduce(loss_sum / n_loss, op="mean")  # host sync, only here
+                mean = self.dist.all_reduce(self._loss_sum / self._n_loss, op="mean")  # host sync
                 now = time.perf_counter()
                 rate = last_units / max(now - last_t, 1e-9)
                 train_loss = float(mean)
@@ -450,8 +336,8 @@ class Trainer:
                     bar.set_postfix(
                         loss=f"{train_loss:.4f}", lr=f"{lr:.2e}", **{f"{unit}/s": f"{rate:,.0f}"}
                     )
-                loss_sum.zero_()
-                n_loss, last_t, last_units = 0, now, 0
+                self._loss_sum.zero_()
+                self._n_loss, last_t, last_units = 0, now, 0
             if bar is not None:
                 bar.update(self.step - bar.n)
             for cb in self.callbacks:
@@ -461,13 +347,16 @@ class Trainer:
                 self._eval_and_log()
             if ckpt_every and self.step % ckpt_every == 0 and self.step < c.max_steps:
                 self.save()
-            last_t += time.perf_counter() - pause  # throughput counts training time only
+            pause = time.perf_counter() - pause
+            last_t += pause  # throughput counts training time only
+            paused += pause
+        if self._n_loss:  # stopped between log lines: report (not log) the open window's mean
+            train_loss = float(self.dist.all_reduce(self._loss_sum / self._n_loss, op="mean"))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        train_s = time.perf_counter() - session_t - paused
         if bar is not None:
             bar.close()
-        final_rate = 0.0
-        if self.history:
-            rates = [h[f"{unit}_per_s"] for h in self.history if h.get("kind") == "train"]
-            final_rate = rates[-1] if rates else 0.0
         if not self.last_eval or self.last_eval.get("step") != self.step:
             self._eval_and_log()
         self.save()
@@ -476,13 +365,22 @@ class Trainer:
             train_loss=train_loss,
             eval={k: v for k, v in self.last_eval.items() if k not in ("kind", "step")},
             elapsed_s=self.elapsed_s,
-            units_per_s=final_rate,
+            units_per_s=session_units / train_s if session_units else 0.0,
             unit=unit,
             history=list(self.history),
         )
         for cb in self.callbacks:
             cb.on_train_end(self, result)
         return result
+
+    def _agree(self, elapsed: float, stop: bool) -> tuple[float, bool]:
+        """Ranks adopt the largest elapsed time and any stop request, so all stop at one step
+        and compute the same time-based lr (one tiny collective per step, only under DDP)."""
+        if not self.dist.enabled:
+            return elapsed, stop
+        flags = torch.tensor([elapsed, float(stop)], dtype=torch.float64, device=self.device)
+        self.dist.all_reduce(flags, op="max")  # on the device: NCCL reduces only CUDA tensors
+        return float(flags[0]), bool(flags[1])
 
     def _eval_and_log(self) -> None:
         if not self.dist.is_main or not hasattr(self.task, "evaluate"):
