@@ -19,9 +19,12 @@ This script, in one process:
    full stateful pass over valid and test (10 streams, bptt 35, state carried), fp32.
 
 Recipe (why): pytorch/examples uses SGD lr 20 with clip 0.25 over 40 epochs; the project's Trainer
-has AdamW (Loshchilov & Hutter 2019), which needs no lr hunting per model size: lr 3e-3 with 100
-warmup steps and cosine to lr/10 over the epoch, clip 0.25 (as pytorch/examples: keeps the rare
-exploding BPTT step in check), weight decay 0.01 on matrices only, dropout 0.2 (the preset).
+has AdamW (Loshchilov & Hutter 2019): lr 1e-3 with 100 warmup steps and cosine to lr/10 over the
+epoch, betas (0.9, 0.95), clip 0.25 (as pytorch/examples: keeps the rare exploding BPTT step in
+check), weight decay 0.01 on matrices only, dropout 0.2 (the preset). Probed over the first 300
+batches (plain loop, bf16, fused loss): lr 1e-3 reached train loss 7.04 (below the 7.06-nat unigram
+entropy of the train split) while 2e-3 and 3e-3 stalled at ~7.35-7.7 (with beta2 0.999 or 0.95);
+SGD lr 20 was at 7.33 after 150 batches.
 
 FLOPs per token (fwd + bwd = 3 x forward, Kaplan et al. 2020 sec. 2.1): LSTM layer l with input
 width I: 2 x 4H(I + H) per token forward (four gates, two matmuls); decoder 2 x H x V. MFU divides
@@ -121,7 +124,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--speed-batches", type=int, default=40)
     ap.add_argument("--warmup-batches", type=int, default=10)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--grad-clip", type=float, default=0.25)
