@@ -53,13 +53,15 @@ B, T = 20, 35
 TARGET_RATIO, TARGET_PPL = 1.5, 180.0
 
 
-def baseline_loop(train: torch.Tensor, vocab: int, batches: int, warmup: int, seed: int) -> dict:
+def baseline_loop(
+    train: torch.Tensor, vocab: int, batches: int, warmup: int, seed: int, overrides: dict
+) -> dict:
     """pytorch/examples word_language_model train(), fp32: tokens/s over ``batches`` batches."""
     from archlab.data import batchify
     from archlab.models import create_model
 
     torch.manual_seed(seed)
-    model = create_model("lstm-wt2", vocab_size=vocab)
+    model = create_model("lstm-wt2", vocab_size=vocab, **overrides)
     model.train()
     data = batchify(train, B)  # (L, B)
     hidden = model.init_state(B)
@@ -131,6 +133,7 @@ def main() -> None:
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     ap.add_argument("--seed", type=int, default=1111)  # pytorch/examples' default seed
     ap.add_argument("--skip-epoch", action="store_true", help="speed comparison only")
+    ap.add_argument("--tied", action="store_true", help="tie decoder and embedding (--tied)")
     ap.add_argument("--out", help="results JSON (default benchmarks/results/lm_wikitext.json)")
     args = ap.parse_args()
 
@@ -151,7 +154,8 @@ def main() -> None:
     tok = fit_tokenizer("word", corpus)
     streams = encode_corpus(corpus, tok)
     V = tok.vocab_size
-    model = create_model("lstm-wt2", vocab_size=V)
+    mover = {"tie_weights": True} if args.tied else {}  # pytorch/examples' --tied
+    model = create_model("lstm-wt2", vocab_size=V, **mover)
     n_params = sum(p.numel() for p in model.parameters())
     fpt = flops_per_token(model.config, V)
     del model
@@ -171,10 +175,12 @@ def main() -> None:
             progress=False,
         )
 
-    spec = LMRunSpec("lstm-wt2", "wikitext2", "word", block_size=T)
+    spec = LMRunSpec("lstm-wt2", "wikitext2", "word", block_size=T, model=mover)
     n = args.warmup_batches + args.speed_batches
 
-    base = baseline_loop(streams.train, V, args.speed_batches, args.warmup_batches, args.seed)
+    base = baseline_loop(
+        streams.train, V, args.speed_batches, args.warmup_batches, args.seed, mover
+    )
     print(
         f"baseline (pytorch/examples loop, fp32, SGD): {base['ms_per_batch']} ms/batch, "
         f"{base['tokens_per_s']:,.0f} tok/s"
@@ -254,7 +260,14 @@ def main() -> None:
             "machine": machine,
             "data_root": data_root,
             "target": {"speed_ratio": TARGET_RATIO, "valid_ppl_after_one_epoch": TARGET_PPL},
-            "model": {"preset": "lstm-wt2", "params": n_params, "vocab": V, "bptt": T, "batch": B},
+            "model": {
+                "preset": "lstm-wt2",
+                "overrides": mover,
+                "params": n_params,
+                "vocab": V,
+                "bptt": T,
+                "batch": B,
+            },
             "flops_per_token": {"value": fpt, "formula": "3 x (sum_l 8H(I_l+H) + 2HV)"},
             "recipe": {
                 **config(2983, 100).to_dict(),
