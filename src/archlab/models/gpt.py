@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archlab.errors import ArchlabError
-from archlab.models.layers import FeedForward, sample_next_token
+from archlab.models.layers import FeedForward, attention, sample_next_token
 from archlab.models.registry import register_model, register_preset
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (B, nh, T, hs)
@@ -121,8 +121,8 @@ def attend(
     ``mask``: bool, broadcastable to (B, nh, Tq, Tk), True = may attend; or ``causal`` (Tq == Tk,
     query i sees keys 0..i); neither: every key. ``impl`` as ``GPTConfig.attention``.
     """
-    if impl == "sdpa":
-        return F.scaled_dot_product_attention(
+    if impl == "sdpa":  # fp32 on the CPU under autocast: see layers.attention for why
+        return attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal and mask is None
         )
     att = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, nh, Tq, Tk): the n² scores

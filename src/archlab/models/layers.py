@@ -2,6 +2,10 @@
 
 - :class:`FeedForward` — the position-wise MLP of a Transformer block (GPT and ViT use the same one:
   Linear → GELU → Linear → Dropout; Vaswani et al. 2017 §3.3 with GELU as in GPT-2 and ViT).
+- :func:`attention` — ``F.scaled_dot_product_attention`` with one CPU precision rule (below); GPT
+  and ViT call it.
+- :func:`linear_cross_entropy` — the output projection and the mean cross-entropy fused and
+  chunked, for training with a large vocabulary (the RNN LMs use it when given ``targets``).
 - :func:`sample_next_token` — temperature / top-k sampling from next-token logits (GPT and the RNN
   language models share it, so both decode the same way).
 
@@ -31,6 +35,108 @@ class FeedForward(nn.Module):
         return self.dropout(self.proj(F.gelu(self.fc(x))))  # (..., d_model)
 
 
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` (q, k, v: (B, nh, T, hs)), in fp32 on the CPU.
+
+    Why: under bf16 autocast PyTorch's CPU flash-attention kernel is several times *slower* in bf16
+    than in fp32 at the head sizes used here (measured on this project's AVX-512 CPU, torch 2.13,
+    (64, 4, 64, 32) forward + backward: ~190 ms bf16 vs ~50 ms fp32, single thread), and it was half
+    of a bf16 training step of ``gpt-nano``. So on the CPU, half-precision inputs are attended in
+    fp32 and the result is cast back; the projections around it stay in bf16 (where AVX-512 bf16
+    matmuls pay off). On CUDA the bf16 kernels are the fast ones and nothing changes.
+    """
+    half = q.dtype in (torch.bfloat16, torch.float16)
+    if q.device.type != "cpu" or not half:
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal
+        )
+    with torch.autocast("cpu", enabled=False):
+        y = F.scaled_dot_product_attention(
+            q.float(),
+            k.float(),
+            v.float(),
+            attn_mask=attn_mask,
+            dropout_p=dropout_p,
+            is_causal=is_causal,
+        )  # (B, nh, T, hs) fp32
+    return y.to(q.dtype)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean CE of ``h @ W^T + b`` against ``target``; gradients computed chunk by chunk in forward.
+
+    For rows ``c`` of a chunk: z = h_c W^T + b (V wide, fp32), loss_c = logsumexp(z) - z[target],
+    and d loss / d z = softmax(z) - onehot(target) (divided by the number of scored rows), so
+    dh_c = dz W and dW += dz^T h_c, db += sum(dz). Only one chunk of logits exists at a time: with
+    a 33k-word vocabulary the full (N, V) logits, their fp32 copy, log-softmax and its gradient are
+    each ~93 MB per batch of 700 tokens, and moving them dominated a training step.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, target, chunk, ignore_index):  # type: ignore[override]
+        dev = h.device.type
+        cd = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+        acc = torch.promote_types(weight.dtype, torch.float32)  # softmax/accumulation dtype
+        with torch.autocast(dev, enabled=False):
+            hd = h if cd is None else h.to(cd)  # (N, H) matmul dtype: bf16 under autocast
+            w = weight if cd is None else weight.to(cd)  # (V, H)
+            valid = target != ignore_index  # (N,)
+            inv = 1.0 / max(int(valid.sum()), 1)
+            grad_h = torch.empty(h.shape, dtype=acc, device=h.device)  # (N, H)
+            grad_w = torch.zeros(weight.shape, dtype=acc, device=h.device)  # (V, H)
+            grad_b = None if bias is None else torch.zeros_like(bias, dtype=acc)
+            total = torch.zeros((), dtype=acc, device=h.device)
+            for a in range(0, h.size(0), chunk):
+                hc, t, ok = hd[a : a + chunk], target[a : a + chunk], valid[a : a + chunk]
+                z = (hc @ w.t()).to(acc)  # (c, V) logits in fp32
+                if bias is not None:
+                    z += bias.to(acc)
+                lse = torch.logsumexp(z, dim=-1)  # (c,)
+                t0 = t.clamp(min=0)  # ignored rows: any index, masked below
+                nll = lse - z.gather(1, t0[:, None]).squeeze(1)  # (c,)
+                total += nll[ok].sum()
+                p = z.sub_(lse[:, None]).exp_()  # (c, V) softmax, in place
+                p[torch.arange(p.size(0), device=p.device), t0] -= 1.0
+                p.mul_(ok[:, None].to(acc) * inv)  # d mean-loss / dz; zero rows for ignored targets
+                if grad_b is not None:
+                    grad_b += p.sum(0)
+                pd = p.to(hd.dtype)  # (c, V)
+                grad_h[a : a + chunk] = (pd @ w).to(acc)  # (c, H)
+                grad_w += (pd.t() @ hc).to(acc)  # (V, H)
+        ctx.save_for_backward(grad_h.to(h.dtype), grad_w.to(weight.dtype), grad_b)
+        return total * inv
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        return grad_h * g, grad_w * g, None if grad_b is None else grad_b * g, None, None, None
+
+
+def linear_cross_entropy(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    chunk_elems: int = 1 << 22,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """``F.cross_entropy(F.linear(h, weight, bias), target)`` (mean over non-ignored targets)
+    without materializing the (N, V) logits: rows go through in chunks of ~``chunk_elems`` logits
+    (4 Mi fp32 = 16 MiB). h (N, H), weight (V, H), target (N,). Under CPU/CUDA autocast the two
+    matmuls run in the autocast dtype and the softmax in fp32, as autocast would do.
+    Same value and gradients as the unfused expression (tested).
+    """
+    chunk = max(1, chunk_elems // weight.size(0))
+    return _LinearCrossEntropy.apply(h, weight, bias, target, chunk, ignore_index)
+
+
 def sample_next_token(
     logits: torch.Tensor,
     temperature: float = 1.0,
@@ -57,4 +163,4 @@ def sample_next_token(
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
-__all__ = ["FeedForward", "sample_next_token"]
+__all__ = ["FeedForward", "attention", "linear_cross_entropy", "sample_next_token"]

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from archlab.errors import ArchlabError
-from archlab.models.layers import sample_next_token
+from archlab.models.layers import linear_cross_entropy, sample_next_token
 from archlab.models.registry import register_model, register_preset
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # h, or (h, c) for the LSTM
@@ -84,6 +84,9 @@ _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
 class RNNLanguageModel(nn.Module):
+    # forward(..., targets=y) returns the loss, fused with the decoder (trainers check this flag)
+    fused_loss: ClassVar[bool] = True
+
     def __init__(self, cfg: RNNLMConfig):
         super().__init__()
         self.config = cfg
@@ -141,9 +144,15 @@ class RNNLanguageModel(nn.Module):
         *,
         inputs_embeds: torch.Tensor | None = None,
         lengths: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, State]:
         """idx (B, T) long, or ``inputs_embeds`` (B, T, E) -> logits (B, T, vocab), or
         (logits, state) with ``return_state``. ``lengths`` (B,): true lengths of right-padded rows.
+
+        With ``targets`` (B, T) it returns the mean cross-entropy (nats/token) in place of the
+        logits, computed by :func:`linear_cross_entropy` without materializing the (B, T, vocab)
+        logits (the decoder of a word-level LM is most of a training step; same value and
+        gradients as ``F.cross_entropy`` on the logits).
         """
         if (idx is None) == (inputs_embeds is None):
             raise ArchlabError("pass exactly one of idx and inputs_embeds")
@@ -166,7 +175,14 @@ class RNNLanguageModel(nn.Module):
             )
             out, new_state = self.rnn(packed, state)  # the state stops at each row's length
             out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
-        logits = self.decoder(self.drop(out))  # (B, T, vocab)
+        out = self.drop(out)  # (B, T, H)
+        if targets is not None:
+            h = out.flatten(0, 1)  # (B*T, H)
+            loss = linear_cross_entropy(
+                h, self.decoder.weight, self.decoder.bias, targets.flatten()
+            )
+            return (loss, new_state) if return_state else loss
+        logits = self.decoder(out)  # (B, T, vocab)
         return (logits, new_state) if return_state else logits
 
     @torch.no_grad()

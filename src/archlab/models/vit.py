@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archlab.errors import ArchlabError
-from archlab.models.layers import FeedForward
+from archlab.models.layers import FeedForward, attention
 from archlab.models.registry import register_model, register_preset
 
 POOLS = ("cls", "mean")
@@ -101,7 +101,7 @@ class Attention(nn.Module):
             att = torch.softmax((q @ k.transpose(-2, -1)) / math.sqrt(hs), dim=-1)  # (B, nh, N, N)
             y = F.dropout(att, p, self.training) @ v  # (B, nh, N, hs)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, nh, N, hs)
+            y = attention(q, k, v, dropout_p=p)  # (B, nh, N, hs)
         y = y.transpose(1, 2).contiguous().view(B, N, C)  # (B, N, C)
         return self.resid_dropout(self.proj(y)), att
 

@@ -197,7 +197,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     files = ["model.safetensors"]
-    save_model(model, str(tmp / "model.safetensors"), metadata=meta)
+    save_model(model, str(tmp / "model.safetensors"), metadata=meta, force_contiguous=True)
     if optimizer is not None:
         tensors, opt_meta = _optimizer_to_files(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"), metadata=meta)
@@ -288,10 +288,25 @@ def load_training_state(
             raise ArchlabError(
                 f"{p / 'optimizer.json'} does not fit this optimizer ({e})"
             ) from None
+        _match_param_layouts(optimizer)
     state = (
         _load_tensors(p / "state.safetensors", step) if (p / "state.safetensors").exists() else {}
     )
     return cfg, state
+
+
+def _match_param_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments) its parameter's memory layout.
+
+    Files hold contiguous tensors; a channels_last parameter (the Trainer trains conv nets in
+    channels_last on the CPU) would get contiguous moments back, and the fused AdamW kernel walks
+    parameter, gradient and moments as if they shared one layout (measured: a wrong update, no
+    error). ``empty_like`` keeps the parameter's strides; ``copy_`` moves the values.
+    """
+    for p, st in optimizer.state.items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:

@@ -135,6 +135,10 @@ class LMTask:
             raw = _raw(model)
             if reset or self._state is None:
                 self._state = raw.init_state(x.size(0), x.device)
+            if getattr(raw, "fused_loss", False):  # loss fused with the decoder, no logits
+                loss, state = model(x, self._state, return_state=True, targets=y)
+                self._state = raw.detach_state(state)
+                return loss, y.numel()
             logits, state = model(x, self._state, return_state=True)  # (B, T, V)
             self._state = raw.detach_state(state)
         else:

@@ -111,6 +111,11 @@ class Trainer:
         self.dist = dist or init_distributed(config.device)
         self.device = torch.device(self.dist.device)
         self.model = model.to(self.device)
+        if self.device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+            # oneDNN's CPU convolutions run ~1.4x faster on NHWC (channels_last) weights and
+            # activations (cnn-fmnist bf16 step, measured); values are unchanged, and checkpoints
+            # store plain tensors (see checkpoint._match_param_layouts for the resume side).
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if self.run_dir is not None and self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
