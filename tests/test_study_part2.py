@@ -56,7 +56,7 @@ def test_claim_runs_at_tiny_size(tiny, cid):
     assert claim.figure(m)[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(t.rows and all(len(r) == len(t.columns) for r in t.rows) for t in claim.tables(m))
     assert claim.part == 2 and claim.trains == (cid not in ("V3", "V4"))
-    assert claim.timing_verdict == (cid in ("V3", "V4"))
+    assert claim.timing_verdict == (cid in ("V2", "V3", "V4"))
 
 
 def test_tiny_metrics_hold_their_invariants(tiny):
@@ -290,15 +290,41 @@ def test_v1_verdicts():
     assert partial.status == "conditional" and "layers [1]" in partial.condition
 
 
-def _v2(gaps: list[float], slope: float):
-    return {"gap": [ms(g) for g in gaps], "gap_slope_per_decade": ms(slope),
-            "train_images": [500, 4000], "steps": 10, "batch": 8}  # fmt: skip
+def _v2(gaps: list[float], slope: float, steps_gaps=(0.2, 0.05), steps_slope=-0.15):
+    """Same-time gaps/slope decide; the same-steps ones are the opposite story to prove it."""
+    return {"gap": [ms(g) for g in steps_gaps], "gap_slope_per_decade": ms(steps_slope),
+            "train_images": [500, 4000], "steps": 10, "batch": 8,
+            "timing": {"same_time": {"gap": [ms(g) for g in gaps], "gap_slope_per_decade": ms(slope),
+                                     "vit_steps": [ms(3.0), ms(2.0)]}}}  # fmt: skip
 
 
 def test_v2_verdicts():
-    assert v2.verdict(_v2([0.2, 0.05], -0.15)).status == "supported"
+    sup = v2.verdict(_v2([0.2, 0.05], -0.15, steps_gaps=(0.1, 0.2), steps_slope=0.1))
+    assert sup.status == "supported" and "+0.100 → +0.200" in sup.reason  # same-steps trend stated
     assert v2.verdict(_v2([-0.01, 0.0], 0.01)).status == "not supported"
-    assert v2.verdict(_v2([0.1, 0.2], 0.1)).status == "conditional"
+    cond = v2.verdict(_v2([0.1, 0.2], 0.1))
+    assert cond.status == "conditional" and "same training time" in cond.condition
+
+
+def test_v2_budget_steps():
+    assert v2.budget_steps(300, 1.0, 4.7) == 64  # 300 × 1/4.7 = 63.8
+    assert v2.budget_steps(300, 2.0, 1.0) == 600
+    assert v2.budget_steps(300, 0.001, 10.0) == 1  # never zero steps
+
+
+def test_v2_same_time_runs_fit_the_cnn_budget(tiny):
+    """The budgeted ViT steps follow from the same-steps runs' seconds, and every time-dependent
+    number sits under "timing" (so strip_timing leaves only the deterministic same-steps table)."""
+    m = tiny["V2"]
+    t = m["timing"]["same_time"]
+    assert len(t["vit_steps"]) == len(t["gap"]) == len(m["train_images"]) == 2
+    assert all(k["min"] >= 1 for k in t["vit_steps"])
+    for i, n in enumerate(m["train_images"]):
+        assert t["vit_epochs"][i]["mean"] == pytest.approx(
+            t["vit_steps"][i]["mean"] * m["batch"] / n, rel=1e-4
+        )
+    assert set(strip_timing(m)) == {"train_images", "steps", "batch", "epochs", "acc", "gap",
+                                    "gap_slope_per_decade", "params", "data"}  # fmt: skip
 
 
 def _v3(below, above, mem=(2.0, 1.0)):
