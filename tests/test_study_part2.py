@@ -304,6 +304,10 @@ def test_v2_verdicts():
     assert v2.verdict(_v2([-0.01, 0.0], 0.01)).status == "not supported"
     cond = v2.verdict(_v2([0.1, 0.2], 0.1))
     assert cond.status == "conditional" and "same training time" in cond.condition
+    # a shrinking gap whose trend is within its spread over seeds is not evidence: conditional
+    noisy = _v2([0.2, 0.15], -0.02)
+    noisy["timing"]["same_time"]["gap_slope_per_decade"] = {"mean": -0.02, "std": 0.03}
+    assert v2.verdict(noisy).status == "conditional"
 
 
 def test_v2_budget_steps():

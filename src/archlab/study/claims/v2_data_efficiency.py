@@ -102,7 +102,9 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
     if g0["mean"] <= 0:
         return Verdict("not supported", "in the same training time the ViT is as accurate as the "
                        f"CNN with little data: {facts}")  # fmt: skip
-    if slope["mean"] < 0 and g1["mean"] < g0["mean"]:
+    # The shrink must exceed its spread over seeds: timing noise moves the ViT's budgeted steps,
+    # and a trend within one std of zero is not evidence that the gap closes.
+    if slope["mean"] + slope["std"] < 0 and g1["mean"] < g0["mean"]:
         return Verdict("supported", "in the same training time the CNN's lead is largest with the "
                        f"least data and shrinks as data grows: {facts}")  # fmt: skip
     return Verdict(
