@@ -106,6 +106,7 @@ def _train(args: argparse.Namespace) -> int:
     train = given(_TRAIN_FLAGS, _TRAIN_FLAGS)
     if getattr(args, "label_smoothing", None) is not None:
         train["label_smoothing"] = args.label_smoothing
+    ok = False
     try:
         config = TrainConfig(**train, compile=args.compile, progress=not args.no_progress)
         if args.what == "lm":
@@ -130,12 +131,13 @@ def _train(args: argparse.Namespace) -> int:
                 args.arch, args.data, args.train_size, args.val_size, args.augment, model
             )
             result = train_image(spec, config, args.out, resume=args.resume)
+        ok = True
     except ArchlabError:
         raise
     except ValueError as e:  # a config dataclass naming the bad field
         raise ArchlabError(str(e)) from None
     finally:
-        shutdown_distributed()
+        shutdown_distributed(sync=ok)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
     summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}

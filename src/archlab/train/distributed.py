@@ -95,6 +95,13 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world=world, local_rank=local_rank, device=dev)
 
 
-def shutdown_distributed() -> None:
+def shutdown_distributed(sync: bool = True) -> None:
+    """Leave the process group. ``sync``: wait for every rank first (after a successful run), so
+    no rank tears its gloo pairs down while another still talks to it — without it a rank that
+    finishes first can exit under a peer's in-flight traffic, which aborted the peer ("terminate
+    called without an active exception", SIGABRT) on a loaded machine. Skip it after an error: a
+    barrier a failed peer never reaches would hang until the timeout."""
     if dist.is_available() and dist.is_initialized():
+        if sync:
+            dist.barrier()
         dist.destroy_process_group()
