@@ -18,11 +18,8 @@ Target (issue 2): analysis <= 2 s here. Run: ``PYTHONPATH=src:. python benchmark
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -39,17 +36,8 @@ from archlab.cost import analyze  # noqa: E402  (timed: imports sympy via the fo
 
 IMPORT_SECONDS = time.perf_counter() - _t0
 
+from archlab.machine import describe_machine  # noqa: E402
 from tests.fixtures_models import TinyGPT  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -104,14 +92,7 @@ def main() -> None:
             "flopcountermode_forward"
         ],
         "activation_bytes": report.activation_bytes,
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        },
+        "machine": describe_machine(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
