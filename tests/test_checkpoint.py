@@ -195,3 +195,57 @@ def test_checkpoint_files_are_safetensors_and_json_only(tmp_path):
             raise AssertionError(f"unexpected file {f.name}")
     state = load_file(tmp_path / "run" / "state.safetensors")
     assert set(state) == {"h", "c"} and state["h"].shape == (4, 1, 16)  # (B, layers, H)
+
+
+class _FlatViews(torch.nn.Module):
+    """Two parameters that are views of one flat buffer, as cuDNN packs an LSTM's weights on a
+    GPU (``flatten_parameters``), plus a tied alias: reproduces that layout on the CPU."""
+
+    def __init__(self):
+        super().__init__()
+        flat = torch.arange(12, dtype=torch.float32)
+        self.a = torch.nn.Parameter(flat[:8].view(2, 4))
+        self.b = torch.nn.Parameter(flat[8:])
+        self.lin = torch.nn.Linear(4, 2)
+        self.head = torch.nn.Linear(4, 2)
+        self.head.weight = self.lin.weight  # tied: one Parameter, two names
+
+
+_CFG = {"step": 3, "task": "lm", "model": {"name": "custom", "config": {}}}
+
+
+def test_views_of_one_storage_save_and_tied_weights_are_stored_once(tmp_path):
+    from safetensors.torch import load_file
+
+    m = _FlatViews()
+    assert m.a.untyped_storage().data_ptr() == m.b.untyped_storage().data_ptr()
+    save_checkpoint(tmp_path, model=m, optimizer=None, config=_CFG)
+    stored = load_file(tmp_path / "model.safetensors")
+    assert set(stored) == {"a", "b", "lin.weight", "lin.bias", "head.bias"}
+    fresh = _FlatViews()
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    load_training_state(tmp_path, fresh, None)
+    for name, p in m.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], p), name
+    assert fresh.head.weight is fresh.lin.weight
+
+
+def test_tied_weights_load_from_either_name(tmp_path):
+    """Older runs (safetensors' save_model) kept the alphabetically first name of a tied pair."""
+    from safetensors.torch import load_file, save_file
+
+    m = _FlatViews()
+    save_checkpoint(tmp_path, model=m, optimizer=None, config=_CFG)
+    t = load_file(tmp_path / "model.safetensors")
+    t["head.weight"] = t.pop("lin.weight")
+    save_file(t, tmp_path / "model.safetensors", metadata={"archlab_step": "3"})
+    fresh = _FlatViews()
+    torch.nn.init.zeros_(fresh.lin.weight)
+    load_training_state(tmp_path, fresh, None)
+    assert torch.equal(fresh.lin.weight, m.lin.weight) and fresh.head.weight is fresh.lin.weight
+    del t["head.weight"]  # neither name: a real mismatch
+    save_file(t, tmp_path / "model.safetensors", metadata={"archlab_step": "3"})
+    with pytest.raises(ArchlabError, match="missing 2"):
+        load_training_state(tmp_path, _FlatViews(), None)

@@ -4,8 +4,8 @@ A run directory (``RUN_DIR``) holds::
 
     config.json            what was trained: model name + config, data/tokenizer description,
                            TrainConfig, step, elapsed seconds ("format": "archlab-run")
-    model.safetensors      weights (tied weights stored once, re-tied on load by safetensors'
-                           save_model/load_model)
+    model.safetensors      weights (a tied tensor, one Parameter under several names, is stored
+                           once under its first name and re-tied on load)
     optimizer.safetensors  per-parameter optimizer tensors (AdamW exp_avg, exp_avg_sq, step)
     optimizer.json         param groups and scalar optimizer state
     state.safetensors      state a Task carries between batches (an RNN's hidden state; may be empty)
@@ -34,8 +34,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file, save_model
-from safetensors.torch import load_model as _st_load_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from archlab.errors import ArchlabError
@@ -197,7 +196,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     files = ["model.safetensors"]
-    save_model(model, str(tmp / "model.safetensors"), metadata=meta, force_contiguous=True)
+    save_file(_model_tensors(model), str(tmp / "model.safetensors"), metadata=meta)
     if optimizer is not None:
         tensors, opt_meta = _optimizer_to_files(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"), metadata=meta)
@@ -254,16 +253,48 @@ def _load_tensors(path: Path, step: int) -> dict[str, torch.Tensor]:
         raise ArchlabError(f"{path} is corrupt ({' '.join(str(e).split())})") from None
 
 
+def _tied_groups(model: nn.Module) -> list[list[str]]:
+    """State-dict names of each tensor registered under more than one name (tied weights).
+
+    Tying is identity (one Parameter object, e.g. a GPT's ``lm_head.weight is wte.weight``), not
+    shared storage: on a GPU, cuDNN packs all of an LSTM's weights into one flat buffer and each
+    parameter is a view into it, which is why safetensors' own ``save_model`` (it groups by
+    storage) refuses such a model.
+    """
+    groups: dict[int, list[str]] = {}
+    named = [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]
+    for name, t in named:
+        groups.setdefault(id(t), []).append(name)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict as separate contiguous CPU tensors, each tied group once (first name)."""
+    drop = {name for group in _tied_groups(model) for name in group[1:]}
+    return {
+        k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in drop
+    }
+
+
 def _load_weights(model: nn.Module, run_dir: Path, step: int) -> None:
     path = run_dir / "model.safetensors"
     _check_step(path, step)
     try:
-        missing, unexpected = _st_load_model(model, str(path), strict=False)
+        tensors = load_file(str(path))
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
     except (SafetensorError, RuntimeError, OSError, ValueError) as e:
         msg = " ".join(str(e).split())[:200]
         raise ArchlabError(
             f"{path} is corrupt or does not fit the model in config.json ({msg})"
         ) from None
+    # A tied group needs one of its names in the file (any: files written by safetensors'
+    # save_model kept the alphabetically first); loading it fills the one shared tensor.
+    for group in _tied_groups(model):
+        if any(name in tensors for name in group):
+            missing = [m for m in missing if m not in group]
     if missing or unexpected:
         raise ArchlabError(
             f"{path} does not match the model in config.json "
