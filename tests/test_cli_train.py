@@ -103,8 +103,15 @@ def test_word_level_lstm_predicts_words(corpus, tmp_path, capsys):
     run = tmp_path / "lstm"
     rc, _, _ = _run("train", "lm", "--arch", "lstm", "--tokenizer", "word", "--layers", "1",
                     "--d-model", "16", "--block-size", "8", "--batch-size", "4", "--max-steps", "5",
-                    "--data", str(corpus), "--no-progress", "--out", str(run), capsys=capsys)  # fmt: skip
+                    "--data", str(corpus), "--no-progress", "--out", str(run),
+                    "--optimizer", "sgd", "--lr", "5", "--schedule", "linear", "--tie-weights",
+                    "--forget-bias", "1", capsys=capsys)  # fmt: skip
     assert rc == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert {k: cfg["train"][k] for k in ("optimizer", "lr", "schedule", "weight_decay")} == {
+        "optimizer": "sgd", "lr": 5.0, "schedule": "linear", "weight_decay": None}  # fmt: skip
+    assert cfg["model"]["config"]["tie_weights"] and cfg["model"]["config"]["forget_bias"] == 1.0
+    assert "decoder.weight" not in _weights(run)  # tied: stored once, as the embedding
     rc, out, _ = _run("predict", str(run), "to be or not to", "--json", capsys=capsys)
     itos = json.loads((run / "tokenizer.json").read_text())["itos"]
     top = json.loads(out)["next"]

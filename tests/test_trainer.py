@@ -112,12 +112,15 @@ class _Die(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("arch", ["gpt", "lstm"])
-def test_killed_and_resumed_is_bit_identical(arch, streams, tmp_path):
+@pytest.mark.parametrize("arch,opt", [("gpt", "adamw"), ("lstm", "adamw"), ("lstm", "sgd")])
+def test_killed_and_resumed_is_bit_identical(arch, opt, streams, tmp_path):
     """A run stopped by a crash after step 6 (last checkpoint: step 4) and resumed to step 12
     ends with weights torch.equal to an uninterrupted run, and the same loss log. Dropout and
-    gradient accumulation are on; the LSTM carries its hidden state across the checkpoint."""
+    gradient accumulation are on; the LSTM carries its hidden state across the checkpoint; SGD
+    runs with momentum so its buffers must round-trip too."""
+    sgd = {"optimizer": "sgd", "momentum": 0.9, "schedule": "linear"} if opt == "sgd" else {}
     cfg = TrainConfig(
+        **sgd,
         max_steps=12,
         lr=3e-3,
         warmup_steps=2,
@@ -214,6 +217,41 @@ def test_schedule_warmup_then_cosine():
     lrs = [lr_at(s, **kw) for s in range(10, 111)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
     assert lr_at(50, **kw, schedule="constant") == 1.0
+    assert lr_at(60, **kw, schedule="linear") == pytest.approx(0.55)  # half way down the line
+    assert lr_at(35, **kw, schedule="linear") == pytest.approx(0.775)  # a quarter: linear, not cos
+    assert lr_at(110, **kw, schedule="linear") == pytest.approx(0.1)
+
+
+def test_weight_decay_default_depends_on_the_optimizer():
+    assert TrainConfig().decay == 0.1  # AdamW: decoupled
+    assert TrainConfig(optimizer="sgd").decay == 0.0  # SGD: an L2 term times a large lr
+    assert TrainConfig(optimizer="sgd", weight_decay=1e-5).decay == 1e-5
+
+
+def test_sgd_trainer_is_pytorch_examples_update(streams):
+    """optimizer="sgd" (momentum 0) with clipping and a linear schedule is exactly
+    pytorch/examples' update: clip the global grad norm, then p -= lr_s * grad, lr_s linear."""
+    cfg = TrainConfig(max_steps=5, lr=2.0, min_lr=0.5, schedule="linear", optimizer="sgd",
+                      grad_clip=0.25, progress=False)  # fmt: skip
+    m1, t1, _ = _model_task("lstm", streams, dropout=0.0)
+    m2, t2, _ = _model_task("lstm", streams, dropout=0.0)
+    Trainer(m1, t1, cfg).fit()
+    dist = DistInfo()
+    for step in range(5):
+        batch = t2.train_batch(step, 0, 1, dist)
+        m2.zero_grad()
+        loss, _ = t2.train_loss(m2, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m2.parameters(), 0.25)
+        lr = 2.0 + step / 5 * (0.5 - 2.0)  # linear from lr to min_lr over max_steps
+        with torch.no_grad():
+            for p in m2.parameters():
+                p -= lr * p.grad
+    for (n, a), b in zip(m1.state_dict().items(), m2.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=n)
+    moved = sum((a - b).abs().sum() for a, b in zip(m1.parameters(),
+                _model_task("lstm", streams)[0].parameters(), strict=True))  # fmt: skip
+    assert moved > 0.1  # the comparison is not between two untrained models
 
 
 @pytest.mark.parametrize(
@@ -224,6 +262,9 @@ def test_schedule_warmup_then_cosine():
         ("lr", -1.0),
         ("precision", "fp16"),
         ("betas", (1.0, 0.9)),
+        ("optimizer", "adam"),
+        ("momentum", 1.0),
+        ("schedule", "step"),
     ],
 )
 def test_train_config_names_bad_field(field, value):

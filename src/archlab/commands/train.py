@@ -20,7 +20,14 @@ _TRAIN_FLAGS = {  # flag -> (TrainConfig field, type, help)
     "--grad-accum": ("grad_accum", int, "micro-batches per optimizer step"),
     "--lr": ("lr", float, "peak learning rate"),
     "--min-lr": ("min_lr", float, "final learning rate (default lr/10)"),
-    "--weight-decay": ("weight_decay", float, "AdamW decoupled weight decay on matrices"),
+    "--optimizer": ("optimizer", str, "adamw (default) or sgd"),
+    "--momentum": ("momentum", float, "SGD momentum (default 0: plain SGD)"),
+    "--weight-decay": (
+        "weight_decay",
+        float,
+        "weight decay on matrices (default 0.1 for AdamW, decoupled; 0 for SGD)",
+    ),
+    "--schedule": ("schedule", str, "lr decay after warmup: cosine, linear or constant"),
     "--warmup": ("warmup_steps", int, "linear warmup steps"),
     "--grad-clip": ("grad_clip", float, "max gradient L2 norm"),
     "--precision": ("precision", str, "fp32 or bf16 (autocast)"),
@@ -63,7 +70,12 @@ def _common(p: argparse.ArgumentParser, model_flags: tuple[str, ...], arch_help:
             help=f"model config field {_MODEL_FLAGS[flag][0]}",
         )
     for flag, (_, typ, help_) in _TRAIN_FLAGS.items():
-        choices = {"--precision": ["fp32", "bf16"], "--device": ["auto", "cpu", "cuda"]}.get(flag)
+        choices = {
+            "--precision": ["fp32", "bf16"],
+            "--device": ["auto", "cpu", "cuda"],
+            "--optimizer": ["adamw", "sgd"],
+            "--schedule": ["cosine", "linear", "constant"],
+        }.get(flag)
         p.add_argument(flag, type=typ, help=help_, choices=choices)
 
 
@@ -80,6 +92,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     lm.add_argument("--vocab-size", type=int, help="BPE vocabulary size / word vocabulary cap")
     lm.add_argument("--block-size", type=int, default=64, help="GPT context = RNN BPTT length")
     lm.add_argument("--eval-stride", type=int, help="GPT eval window stride (default: block size)")
+    lm.add_argument(
+        "--tie-weights",
+        action=argparse.BooleanOptionalAction,
+        help="decoder shares the embedding (Press & Wolf 2017; default: the arch's or preset's)",
+    )
+    lm.add_argument(
+        "--forget-bias", type=float, help="lstm: forget-gate bias at init (Gers et al. 2000)"
+    )
     lm.set_defaults(func=_train)
     im = tsub.add_parser("image", help="image classifier (cnn, resnet, vit, mlp)")
     _common(im, _IMAGE_MODEL, "cnn, resnet, vit, mlp, or a preset (cnn-fmnist, vit-fmnist, ...)")
@@ -111,6 +131,9 @@ def _train(args: argparse.Namespace) -> int:
         config = TrainConfig(**train, compile=args.compile, progress=not args.no_progress)
         if args.what == "lm":
             model = given(_LM_MODEL, _MODEL_FLAGS)
+            for name in ("tie_weights", "forget_bias"):
+                if getattr(args, name) is not None:
+                    model[name] = getattr(args, name)
             spec = LMRunSpec(
                 args.arch,
                 args.data,

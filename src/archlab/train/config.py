@@ -22,11 +22,17 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step: global batch = batch_size * grad_accum
     lr: float = 1e-3  # peak learning rate
     min_lr: float | None = None  # end of the cosine; default lr / 10 (Chinchilla, Hoffmann et al.)
-    weight_decay: float = 0.1  # decoupled (AdamW); only on matrices, see param_groups()
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
+    # "adamw" (Loshchilov & Hutter 2019) | "sgd" (plain or heavy-ball SGD, pytorch/examples'
+    # word_language_model recipe: lr 20, clip 0.25; measured best for the WikiText-2 LSTM here).
+    optimizer: str = "adamw"
+    # Only on matrices, see param_groups(). None: 0.1 for AdamW (decoupled) and 0 for SGD, where
+    # torch's weight_decay is an L2 term scaled by the lr (at lr 20, 0.1 would wipe the weights).
+    weight_decay: float | None = None
+    momentum: float = 0.0  # SGD only
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW only
+    eps: float = 1e-8  # AdamW only
     warmup_steps: int = 0
-    schedule: str = "cosine"  # "cosine" | "constant"
+    schedule: str = "cosine"  # "cosine" | "linear" (decay to min_lr) | "constant"
     grad_clip: float | None = 1.0  # max global L2 norm of the gradient; None = no clipping
     precision: str = "fp32"  # "fp32" | "bf16" (autocast; weights and optimizer stay fp32)
     eval_interval: int = 0  # steps between full-pass evaluations; 0 = only at the end
@@ -60,13 +66,20 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr}")
         if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"TrainConfig.min_lr must be in [0, lr], got {self.min_lr}")
-        if self.weight_decay < 0:
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(
+                f"TrainConfig.optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}"
+            )
+        if self.weight_decay is not None and not self.weight_decay >= 0:
             raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"TrainConfig.momentum must be in [0, 1), got {self.momentum}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas}")
-        if self.schedule not in ("cosine", "constant"):
+        if self.schedule not in ("cosine", "linear", "constant"):
             raise ValueError(
-                f"TrainConfig.schedule must be 'cosine' or 'constant', got {self.schedule!r}"
+                f"TrainConfig.schedule must be 'cosine', 'linear' or 'constant', "
+                f"got {self.schedule!r}"
             )
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
@@ -80,6 +93,13 @@ class TrainConfig:
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
+
+    @property
+    def decay(self) -> float:
+        """The weight decay in effect (see ``weight_decay``)."""
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return 0.1 if self.optimizer == "adamw" else 0.0
 
     @property
     def final_lr(self) -> float:

@@ -1,9 +1,11 @@
-"""Learning-rate schedule: linear warmup, then cosine decay to ``min_lr``.
+"""Learning-rate schedule: linear warmup, then cosine (or linear) decay to ``min_lr``.
 
 The schedule is a pure function of training progress, so a resumed run recomputes exactly the lr it
 would have used (no scheduler object to checkpoint). Linear warmup (Goyal et al. 2017, "Accurate,
 Large Minibatch SGD") keeps Adam's early, badly-estimated second moments from taking huge steps;
-cosine decay follows Loshchilov & Hutter 2017 (SGDR) without restarts, as nanoGPT and GPT-3 do.
+cosine decay follows Loshchilov & Hutter 2017 (SGDR) without restarts, as nanoGPT and GPT-3 do;
+linear decay is the other common choice (BERT, Devlin et al. 2019; measured here the better one
+for one epoch of SGD on the WikiText-2 LSTM, see benchmarks/lm_wikitext.py).
 """
 
 from __future__ import annotations
@@ -37,5 +39,7 @@ def lr_at(
         span = max(1, max_steps - warmup_steps)
         progress = (step - warmup_steps) / span
     progress = min(1.0, max(0.0, progress))
+    if schedule == "linear":
+        return lr + progress * (min_lr - lr)
     coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
     return min_lr + coeff * (lr - min_lr)

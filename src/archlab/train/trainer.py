@@ -1,6 +1,6 @@
 """A task-agnostic Trainer (after minGPT's: it knows nothing about GPTs, RNNs or CNNs).
 
-The Trainer owns the loop: AdamW, warmup + cosine lr, gradient accumulation and clipping, bf16
+The Trainer owns the loop: AdamW or SGD, warmup + cosine/linear lr, gradient accumulation and clipping, bf16
 autocast, DDP, periodic full-pass evaluation, progress bar, JSONL metrics, atomic checkpoints and
 bit-identical resume. A :class:`Task` owns everything about the problem: which rows form the batch
 of step ``s`` (a pure function of seed and ``s``), the loss, the evaluation, and any state carried
@@ -143,12 +143,15 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
-        groups = param_groups(self.model, c.weight_decay)
-        kw = {"lr": c.lr, "betas": c.betas, "eps": c.eps}
+        groups = param_groups(self.model, c.decay)
+        if c.optimizer == "sgd":
+            cls, kw = torch.optim.SGD, {"lr": c.lr, "momentum": c.momentum}
+        else:
+            cls, kw = torch.optim.AdamW, {"lr": c.lr, "betas": c.betas, "eps": c.eps}
         try:  # one fused kernel per step instead of several per parameter (CPU and CUDA)
-            return torch.optim.AdamW(groups, fused=True, **kw)
+            return cls(groups, fused=True, **kw)
         except (RuntimeError, TypeError, ValueError):
-            return torch.optim.AdamW(groups, **kw)
+            return cls(groups, **kw)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.precision == "bf16":
