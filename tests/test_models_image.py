@@ -192,6 +192,32 @@ def test_vit_param_count(pool):
     tokens = N + (1 if pool == "cls" else 0)
     embed = C * p * p * d + d + (d if pool == "cls" else 0) + tokens * d
     assert n_params(model) == embed + L * block + 2 * d + d * K + K
+    spt = build("vit", in_channels=C, pool=pool, tokenizer="spt")  # LN(5Cp^2) + Linear(5Cp^2, d)
+    D = 5 * C * p * p
+    assert n_params(spt) == n_params(model) - (C * p * p * d + d) + 2 * D + D * d + d
+
+
+def test_spt_tokens_equal_an_explicit_loop():
+    """Shifted Patch Tokenization (Lee et al. 2021), before its LayerNorm, against a pixel loop:
+    token (i, j) holds, for the image and its 4 diagonal half-patch shifts (zero outside), the
+    p x p block at patch (i, j), flattened channel-major."""
+    cfg = make_config("vit", image_size=8, patch_size=4, in_channels=2, d_model=8, heads=2,
+                      tokenizer="spt")  # fmt: skip
+    m = create_model("vit", **dataclasses.asdict(cfg))
+    x = images(cfg, batch=2)  # (2, 2, 8, 8)
+    got = m.patch_embed.patches(m.patch_embed.shifted(x))  # (B, N, 5Cp^2)
+    p, s, g, C = 4, 2, 2, 2
+    shifts = [(0, 0), (-s, -s), (-s, s), (s, -s), (s, s)]
+    want = torch.zeros(2, g * g, 5 * C * p * p)
+    for b, (i, j), (k, (dy, dx)), c in itertools.product(
+        range(2), itertools.product(range(g), range(g)), enumerate(shifts), range(C)
+    ):
+        for y, xx in itertools.product(range(p), range(p)):
+            sy, sx = i * p + y - dy, j * p + xx - dx  # the shifted copy reads x(y - dy, x - dx)
+            v = x[b, c, sy, sx] if 0 <= sy < 8 and 0 <= sx < 8 else 0.0
+            want[b, i * g + j, ((k * C + c) * p + y) * p + xx] = v
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert m(x).shape == (2, 10)
 
 
 def test_mlp_param_count():

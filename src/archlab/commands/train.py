@@ -48,10 +48,23 @@ _MODEL_FLAGS = {  # flag -> (model config field, type)
     "--d-ff": ("d_ff", int),
     "--dropout": ("dropout", float),
     "--patch-size": ("patch_size", int),
+    "--mlp-ratio": ("mlp_ratio", float),
+    "--pool": ("pool", str),
+    "--patch-tokenizer": ("tokenizer", str),
     "--channels": ("channels", lambda s: tuple(int(c) for c in s.split(","))),
 }
 _LM_MODEL = ("--layers", "--heads", "--d-model", "--d-ff", "--dropout")
-_IMAGE_MODEL = ("--layers", "--heads", "--d-model", "--dropout", "--patch-size", "--channels")
+_IMAGE_MODEL = (
+    "--layers",
+    "--heads",
+    "--d-model",
+    "--dropout",
+    "--patch-size",
+    "--mlp-ratio",
+    "--pool",
+    "--patch-tokenizer",
+    "--channels",
+)
 
 
 def _common(p: argparse.ArgumentParser, model_flags: tuple[str, ...], arch_help: str) -> None:
@@ -105,7 +118,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(im, _IMAGE_MODEL, "cnn, resnet, vit, mlp, or a preset (cnn-fmnist, vit-fmnist, ...)")
     im.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist, cifar10, digits")
     im.add_argument("--train-size", type=int, help="deterministic stratified subset of N images")
-    im.add_argument("--val-size", type=int, default=5000, help="images held out of train for val")
+    im.add_argument(
+        "--val-size",
+        type=int,
+        help="images held out of train for val (default: min(5000, 10%% of train))",
+    )
     im.add_argument("--label-smoothing", type=float, help="label smoothing in [0, 1)")
     im.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
     im.set_defaults(func=_train)

@@ -299,13 +299,14 @@ def _load_digits() -> tuple:
 def load_image_dataset(
     name: str,
     *,
-    val_size: int | float = 0.1,
+    val_size: int | float | None = 0.1,
     train_size: int | None = None,
     download: bool = True,
 ) -> ImageDataset:
     """Load ``fashion-mnist`` | ``mnist`` | ``cifar10`` | ``digits`` with the splits described above.
 
-    ``val_size``: images carved from train for validation (int), or that fraction of train
+    ``val_size``: images carved from train for validation (int), or that fraction of train;
+    ``None``: ``min(5000, 10%)`` (5,000 for Fashion-MNIST, MNIST and CIFAR-10, 144 for digits)
     (float in [0, 1)). ``train_size``: keep a stratified nested subset of that many train images.
     """
     if name == "digits":
@@ -318,6 +319,8 @@ def load_image_dataset(
         raise ArchlabError(f"unknown image dataset {name!r}; known: {', '.join(IMAGE_DATASETS)}")
     trx, try_, tex, tey, names, srcs = raw
     n = trx.shape[0]
+    if val_size is None:
+        val_size = min(5000, round(0.1 * n))
     n_val = round(val_size * n) if isinstance(val_size, float) else int(val_size)
     if isinstance(val_size, float) and not 0 <= val_size < 1:
         raise ArchlabError(f"val size fraction must be in [0, 1), got {val_size}")

@@ -75,7 +75,8 @@ class ImageRunSpec:
     arch: str  # a registered image model: cnn, resnet, vit, mlp (or a preset)
     data: str = "fashion-mnist"
     train_size: int | None = None  # a deterministic stratified subset of the train split
-    val_size: int = 5000  # images carved from the official train set for validation
+    # Images carved from the official train set for validation; None: min(5000, 10% of train).
+    val_size: int | None = None
     augment: bool = True  # random crop (+ flips where they keep the label), train only
     model: dict[str, Any] = field(default_factory=dict)
 
