@@ -310,6 +310,9 @@ class Trainer:
         while self.step < c.max_steps:
             elapsed, stop = self._agree(time.perf_counter() - t0, self.should_stop)
             if stop or (c.max_time is not None and elapsed >= c.max_time):
+                # The budget is spent at this check, which can come a hair after the last step's
+                # end: report the time that stopped the run (elapsed_s >= max_time).
+                self.elapsed_s = max(self.elapsed_s, elapsed)
                 break
             lr = self._lr(elapsed)
             loss, units, norm = self._train_step(lr)
