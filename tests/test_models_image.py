@@ -92,8 +92,13 @@ def test_vit_invalid_patch_size_names_the_field():
         create_model("vit", image_size=28, patch_size=5)
 
 
-def test_vit_explicit_attention_path_equals_sdpa_path():
-    model = build("vit").eval()
+@pytest.mark.parametrize("lsa", [False, True])
+def test_vit_explicit_attention_path_equals_sdpa_path(lsa):
+    model = build("vit", lsa=lsa).eval()
+    if lsa:  # away from the init, so a lost temperature would show
+        with torch.no_grad():
+            for block in model.blocks:
+                block.attn.scale.mul_(torch.tensor([0.5, 3.0]))
     x = images(model.config)
     with torch.no_grad():
         fast = model(x)
@@ -101,6 +106,25 @@ def test_vit_explicit_attention_path_equals_sdpa_path():
     torch.testing.assert_close(slow, fast, atol=1e-5, rtol=0)
     for a in attn:
         torch.testing.assert_close(a.sum(-1), torch.ones_like(a.sum(-1)), atol=1e-5, rtol=0)
+        diagonal = a.diagonal(dim1=-2, dim2=-1)  # (B, heads, N_tokens): each token on itself
+        assert (diagonal == 0).all() == lsa and (diagonal > 0).any() != lsa
+
+
+def test_vit_lsa_temperature_is_learned_per_head_and_not_decayed():
+    """LSA (Lee et al. 2021 §3.3): one learned scale per head, initialized to 1/sqrt(head size)."""
+    from archlab.train.optim import param_groups
+
+    model = build("vit", lsa=True)  # d_model 16, 2 heads of 8
+    plain = build("vit")
+    assert n_params(model) == n_params(plain) + 2 * len(model.blocks)
+    scale = model.blocks[0].attn.scale
+    torch.testing.assert_close(scale.detach(), torch.full((2,), 8**-0.5))
+    model(images(model.config)).square().sum().backward()
+    assert scale.grad is not None and (scale.grad != 0).all()
+    decayed = {
+        id(p) for g in param_groups(model, 0.1) if g["weight_decay"] > 0 for p in g["params"]
+    }
+    assert id(scale) not in decayed
 
 
 def test_mean_attention_distance_extremes():

@@ -378,6 +378,55 @@ def test_naive_attention_keeps_the_n_by_n_scores_for_backward():
     torch.testing.assert_close(gpt_mod.attend(q, k, v, causal=True, impl="naive"), ref)
 
 
+def _bf16_qkv(T: int, S: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    shapes = ((2, 3, T, 16), (2, 3, S, 16), (2, 3, S, 16))
+    return [torch.randn(s, generator=g).bfloat16().requires_grad_() for s in shapes]
+
+
+@pytest.mark.parametrize("mask", ["none", "causal", "bool", "float"])
+@pytest.mark.parametrize("T", [40, 160])  # 40x40 scores: explicit path; 160x160: fp32 flash
+def test_cpu_bf16_attention_equals_fp32_sdpa_on_the_same_inputs(mask, T):
+    from archlab.models.layers import EXPLICIT_MAX_SCORES, attention
+
+    assert (T * T <= EXPLICIT_MAX_SCORES) == (T == 40)  # both paths are exercised
+    q, k, v = _bf16_qkv(T, T)
+    g = torch.Generator().manual_seed(1)
+    m = {
+        "none": None,
+        "causal": None,
+        "bool": torch.rand(T, T, generator=g) > 0.3,
+        "float": torch.randn(T, T, generator=g),
+    }[mask]
+    if m is not None and m.dtype == torch.bool:
+        m[:, 0] = True  # every query keeps one key (an all-masked row is NaN in both)
+    with torch.autocast("cpu", torch.bfloat16):
+        y = attention(q, k, v, attn_mask=m, is_causal=mask == "causal")  # (2, 3, T, 16)
+    assert y.dtype == torch.bfloat16
+    leaves = [t.detach().float().requires_grad_() for t in (q, k, v)]
+    ref = F.scaled_dot_product_attention(*leaves, attn_mask=m, is_causal=mask == "causal")
+    torch.testing.assert_close(y.float(), ref, atol=2e-2, rtol=2e-2)
+    y.float().square().sum().backward()
+    ref.square().sum().backward()
+    for name, t, r in zip("qkv", (q, k, v), leaves, strict=True):
+        assert (t.grad.float() - r.grad).abs().max() < 0.05 * r.grad.abs().max(), name
+
+
+def test_cpu_bf16_explicit_attention_is_exactly_causal():
+    """Under bf16 on the CPU short sequences take the explicit path: keys after t must get weight
+    exactly 0, so changing them changes nothing at <= t, bit for bit."""
+    from archlab.models.layers import attention
+
+    q, k, v = (t.detach() for t in _bf16_qkv(32, 32))
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, 20:], v2[:, :, 20:] = 7.0, -7.0
+    with torch.autocast("cpu", torch.bfloat16):
+        a = attention(q, k, v, is_causal=True)
+        b = attention(q, k2, v2, is_causal=True)
+    assert torch.equal(a[:, :, :20], b[:, :, :20])
+    assert not torch.equal(a[:, :, 20:], b[:, :, 20:])  # negative control
+
+
 def _padded(seqs: list[torch.Tensor], T: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) ids padded with token 0 on ``side`` and the (B, T) mask, True = real token."""
     idx = torch.zeros(len(seqs), T, dtype=torch.long)

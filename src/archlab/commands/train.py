@@ -51,6 +51,7 @@ _MODEL_FLAGS = {  # flag -> (model config field, type)
     "--mlp-ratio": ("mlp_ratio", float),
     "--pool": ("pool", str),
     "--patch-tokenizer": ("tokenizer", str),
+    "--lsa": ("lsa", bool),
     "--channels": ("channels", lambda s: tuple(int(c) for c in s.split(","))),
 }
 _LM_MODEL = ("--layers", "--heads", "--d-model", "--d-ff", "--dropout")
@@ -63,6 +64,7 @@ _IMAGE_MODEL = (
     "--mlp-ratio",
     "--pool",
     "--patch-tokenizer",
+    "--lsa",
     "--channels",
 )
 
@@ -77,11 +79,13 @@ def _common(p: argparse.ArgumentParser, model_flags: tuple[str, ...], arch_help:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     for flag in model_flags:
-        p.add_argument(
-            flag,
-            type=_MODEL_FLAGS[flag][1],
-            help=f"model config field {_MODEL_FLAGS[flag][0]}",
-        )
+        field, typ = _MODEL_FLAGS[flag]
+        if typ is bool:  # --lsa / --no-lsa; absent keeps the arch's or preset's default
+            p.add_argument(
+                flag, action=argparse.BooleanOptionalAction, help=f"model config field {field}"
+            )
+        else:
+            p.add_argument(flag, type=typ, help=f"model config field {field}")
     for flag, (_, typ, help_) in _TRAIN_FLAGS.items():
         choices = {
             "--precision": ["fp32", "bf16"],

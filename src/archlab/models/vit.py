@@ -17,6 +17,11 @@ small ViT's FLOPs).
 Tokens: N = (image_size / patch_size)^2 patches (+1 class token). Attention costs O(N^2 d) per layer
 — small patches make many tokens (32 px, patch 4 → 64 patches).
 
+``lsa=True``: Locality Self-Attention (same paper, §3.3): each head's softmax temperature is learned
+(initialized to the usual sqrt(head size)) and a token's score with itself is masked out, so
+attention cannot collapse onto the token itself and can sharpen where it helps; the paper found
+SPT and LSA worth more together than either alone on small datasets. Cost: one scalar per head.
+
 ``model(x)`` -> logits (B, num_classes); ``model(x, return_attn=True)`` -> (logits, attn) with one
 (B, heads, N_tokens, N_tokens) tensor of softmax weights per layer, computed explicitly on that path
 only (training uses ``F.scaled_dot_product_attention``, which never materializes them).
@@ -53,6 +58,7 @@ class ViTConfig:
     pool: str = "cls"
     tokenizer: str = "linear"  # "linear" (ViT) | "spt" (shifted patch tokenization)
     dropout: float = 0.0
+    lsa: bool = False  # Locality Self-Attention: learned temperature, no self-token score
 
     def __post_init__(self) -> None:
         for name in "in_channels image_size num_classes patch_size d_model layers heads".split():
@@ -128,6 +134,9 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        hs = cfg.d_model // cfg.heads
+        # LSA: per-head learned multiplier of q k^T, initialized to ViT's fixed 1/sqrt(hs)
+        self.scale = nn.Parameter(torch.full((cfg.heads,), hs**-0.5)) if cfg.lsa else None
 
     def forward(
         self, x: torch.Tensor, return_attn: bool = False
@@ -136,15 +145,22 @@ class Attention(nn.Module):
         hs = C // self.heads
         q, k, v = self.qkv(x).split(C, dim=2)  # each (B, N, C)
         q = q.view(B, N, self.heads, hs).transpose(1, 2)  # (B, nh, N, hs)
+        mask = None
+        if self.scale is not None:  # LSA: q k^T * scale; SDPA divides by sqrt(hs) itself
+            q = q * (self.scale * math.sqrt(hs)).to(q.dtype).view(1, -1, 1, 1)
+            mask = ~torch.eye(N, dtype=torch.bool, device=x.device)  # (N, N) True = may attend
         k = k.view(B, N, self.heads, hs).transpose(1, 2)  # (B, nh, N, hs)
         v = v.view(B, N, self.heads, hs).transpose(1, 2)  # (B, nh, N, hs)
         p = self.dropout if self.training else 0.0
         att = None
         if return_attn:  # softmax(q k^T / sqrt(hs)) — Vaswani et al. 2017 eq. 1, materialized
-            att = torch.softmax((q @ k.transpose(-2, -1)) / math.sqrt(hs), dim=-1)  # (B, nh, N, N)
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, N, N)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            att = torch.softmax(scores, dim=-1)  # (B, nh, N, N)
             y = F.dropout(att, p, self.training) @ v  # (B, nh, N, hs)
         else:
-            y = attention(q, k, v, dropout_p=p)  # (B, nh, N, hs)
+            y = attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, N, hs)
         y = y.transpose(1, 2).contiguous().view(B, N, C)  # (B, N, C)
         return self.resid_dropout(self.proj(y)), att
 
