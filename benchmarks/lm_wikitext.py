@@ -133,7 +133,8 @@ def main() -> None:
     ap.add_argument("--warmup-batches", type=int, default=10)
     ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
     ap.add_argument("--lr", type=float, default=40.0)
-    ap.add_argument("--min-lr", type=float, default=0.8, help="end of the decay (lr/50)")
+    ap.add_argument("--min-lr", type=float, help="end of the decay (default lr/50)")
+    ap.add_argument("--momentum", type=float, default=0.0, help="SGD heavy-ball momentum")
     ap.add_argument("--schedule", default="linear", choices=["linear", "cosine", "constant"])
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--weight-decay", type=float, default=0.0)
@@ -180,7 +181,8 @@ def main() -> None:
             batch_size=B,
             optimizer=args.optimizer,
             lr=args.lr,
-            min_lr=args.min_lr,
+            min_lr=args.lr / 50 if args.min_lr is None else args.min_lr,
+            momentum=args.momentum,
             schedule=args.schedule,
             warmup_steps=args.warmup,
             weight_decay=args.weight_decay,

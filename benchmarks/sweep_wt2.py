@@ -111,6 +111,18 @@ def main() -> None:
         help="also evaluate weight averages at the end: EMA 0.999 and the uniform mean of the "
         "last half of the epoch (Polyak & Juditsky 1992; AWD-LSTM's ASGD, Merity et al. 2018)",
     )
+    ap.add_argument(
+        "--clip-groups",
+        action="store_true",
+        help="clip the recurrent weights and the embedding/decoder separately (each to --clip): "
+        "the 33k-row decoder gradient dominates a global norm, so one clip starves the LSTM",
+    )
+    ap.add_argument(
+        "--emb-init", type=float, help="embedding init U(-r, r) (default r = 0.1, pytorch/examples)"
+    )
+    ap.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
+    ap.add_argument("--rnn-adam", type=float, help="Adam (this peak lr) for rnn.* weights")
+    ap.add_argument("--rnn-lr-mult", type=float, default=1.0, help="lr multiplier, rnn.* weights")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.list:
@@ -132,6 +144,8 @@ def main() -> None:
     model = create_model(
         "lstm-wt2", vocab_size=V, dropout=r["dropout"], tie_weights=r["tied"], **extra
     )
+    if args.emb_init is not None:
+        torch.nn.init.uniform_(model.embedding.weight, -args.emb_init, args.emb_init)
     if args.unigram_bias:
         counts = torch.bincount(streams.train, minlength=V).double() + 1  # (V,) add-one
         with torch.no_grad():
@@ -144,7 +158,13 @@ def main() -> None:
             param_groups(model, r.get("wd", 0.01)), lr=r["lr"], betas=r.get("betas", (0.9, 0.95))
         )
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=r["lr"])
+        rnn = [p for n, p in model.named_parameters() if n.startswith("rnn.")]
+        rest = [p for n, p in model.named_parameters() if not n.startswith("rnn.")]
+        groups = [{"params": rest}, {"params": rnn, "mult": args.rnn_lr_mult}]
+        if args.rnn_adam:  # SGD for the embedding/decoder, Adam for the recurrent weights
+            groups = groups[:1]
+            adam = torch.optim.Adam(rnn, lr=args.rnn_adam, betas=(0.9, 0.999))
+        opt = torch.optim.SGD(groups, lr=r["lr"], momentum=args.momentum)
     amp = torch.autocast(dev.split(":")[0], torch.bfloat16, enabled=args.precision == "bf16")
     state = model.init_state(B, dev)
     curve, evals, t0 = [], [], time.perf_counter()
@@ -156,14 +176,25 @@ def main() -> None:
     for s in range(steps):
         x, y = data[s * T : (s + 1) * T].t(), data[s * T + 1 : (s + 1) * T + 1].t()  # (20, 35)
         for g in opt.param_groups:
-            g["lr"] = lr_at(s, steps, r)
+            g["lr"] = lr_at(s, steps, r) * g.get("mult", 1.0)
         state = model.detach_state(state)
         with amp:
             loss, state = model(x, state, return_state=True, targets=y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), r["clip"])
+        if args.clip_groups:
+            norms = [
+                torch.nn.utils.clip_grad_norm_(g["params"], r["clip"]) for g in opt.param_groups
+            ]
+        else:
+            norms = [torch.nn.utils.clip_grad_norm_(model.parameters(), r["clip"])]
+        if s % 500 == 0:
+            print(f"step {s} grad norms {[round(float(n), 3) for n in norms]}", flush=True)
         opt.step()
+        if args.rnn_adam:
+            adam.param_groups[0]["lr"] = args.rnn_adam * lr_at(s, steps, r) / r["lr"]
+            adam.step()
+            adam.zero_grad(set_to_none=True)
         if args.average:
             with torch.no_grad():
                 torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - 0.999)
@@ -188,6 +219,11 @@ def main() -> None:
         "recipe": args.recipe,
         "forget_bias": args.forget_bias,
         "unigram_bias": args.unigram_bias,
+        "clip_groups": args.clip_groups,
+        "rnn_lr_mult": args.rnn_lr_mult,
+        "emb_init": args.emb_init,
+        "momentum": args.momentum,
+        "rnn_adam": args.rnn_adam,
         "averaged": averaged,
         **r,
         "precision": args.precision,
