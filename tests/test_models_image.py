@@ -219,6 +219,28 @@ def test_vit_param_count(pool):
     spt = build("vit", in_channels=C, pool=pool, tokenizer="spt")  # LN(5Cp^2) + Linear(5Cp^2, d)
     D = 5 * C * p * p
     assert n_params(spt) == n_params(model) - (C * p * p * d + d) + 2 * D + D * d + d
+    # conv stem (Xiao et al. 2021), patch 4 = two 3x3 stride-2 conv-BN-ReLU (C -> d/2 -> d, no
+    # conv bias), then a 1x1 conv d -> d with bias
+    conv = build("vit", in_channels=C, pool=pool, tokenizer="conv")
+    stem = 9 * C * (d // 2) + 2 * (d // 2) + 9 * (d // 2) * d + 2 * d + d * d + d
+    assert n_params(conv) == n_params(model) - (C * p * p * d + d) + stem
+
+
+@pytest.mark.parametrize(("size", "patch", "strides"), [(12, 4, [2, 2, 1]), (28, 7, [7, 1]),
+                                                        (24, 6, [2, 3, 1]), (8, 1, [1])])  # fmt: skip
+def test_vit_conv_stem_keeps_the_patch_grid(size, patch, strides):
+    """The conv stem downsamples by exactly the patch size (3x3 stride 2 per factor 2, the odd
+    rest as one r x r stride-r conv, a 1x1 last), so tokens and positions match the patchify
+    ViT's; a token's receptive field overlaps its neighbours' (kernel 3 > stride 2)."""
+    kw = dict(image_size=size, patch_size=patch, d_model=16, heads=2, in_channels=2)
+    conv = build("vit", tokenizer="conv", **kw)
+    convs = [m for m in conv.patch_embed.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride[0] for c in convs] == strides
+    x = images(conv.config, batch=3)  # (3, 2, size, size)
+    g = size // patch
+    assert conv.patch_embed(x).shape == (3, 16, g, g)
+    assert conv.pos_emb.shape == build("vit", **kw).pos_emb.shape
+    assert conv(x).shape == (3, conv.config.num_classes)
 
 
 def test_spt_tokens_equal_an_explicit_loop():

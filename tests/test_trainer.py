@@ -228,15 +228,18 @@ def test_weight_decay_default_depends_on_the_optimizer():
     assert TrainConfig(optimizer="sgd", weight_decay=1e-5).decay == 1e-5
 
 
-def test_sgd_trainer_is_pytorch_examples_update(streams):
-    """optimizer="sgd" (momentum 0) with clipping and a linear schedule is exactly
-    pytorch/examples' update: clip the global grad norm, then p -= lr_s * grad, lr_s linear."""
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_trainer_is_pytorch_examples_update(streams, momentum):
+    """optimizer="sgd" with clipping and a linear schedule is exactly pytorch/examples' update:
+    clip the global grad norm, then p -= lr_s * grad, lr_s linear; with momentum m, the heavy-ball
+    form (Polyak 1964, as torch.optim.SGD): buf = m * buf + grad, p -= lr_s * buf."""
     cfg = TrainConfig(max_steps=5, lr=2.0, min_lr=0.5, schedule="linear", optimizer="sgd",
-                      grad_clip=0.25, progress=False)  # fmt: skip
+                      grad_clip=0.25, momentum=momentum, progress=False)  # fmt: skip
     m1, t1, _ = _model_task("lstm", streams, dropout=0.0)
     m2, t2, _ = _model_task("lstm", streams, dropout=0.0)
     Trainer(m1, t1, cfg).fit()
     dist = DistInfo()
+    buf: dict[torch.Tensor, torch.Tensor] = {}  # the momentum buffer per parameter
     for step in range(5):
         batch = t2.train_batch(step, 0, 1, dist)
         m2.zero_grad()
@@ -246,7 +249,8 @@ def test_sgd_trainer_is_pytorch_examples_update(streams):
         lr = 2.0 + step / 5 * (0.5 - 2.0)  # linear from lr to min_lr over max_steps
         with torch.no_grad():
             for p in m2.parameters():
-                p -= lr * p.grad
+                buf[p] = momentum * buf[p] + p.grad if p in buf else p.grad.clone()
+                p -= lr * buf[p]
     for (n, a), b in zip(m1.state_dict().items(), m2.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=n)
     moved = sum((a - b).abs().sum() for a, b in zip(m1.parameters(),

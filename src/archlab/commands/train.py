@@ -129,6 +129,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     im.add_argument("--label-smoothing", type=float, help="label smoothing in [0, 1)")
     im.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
+    im.add_argument(
+        "--teacher",
+        metavar="RUN_DIR",
+        help="distil from this trained image run (same data and val split; DeiT / Hinton 2015)",
+    )
+    im.add_argument(
+        "--distill", choices=["hard", "soft"], default="hard", help="distillation loss (hard: DeiT)"
+    )
+    im.add_argument(
+        "--distill-alpha", type=float, default=0.5, help="weight of the teacher's term, in [0, 1]"
+    )
+    im.add_argument("--distill-tau", type=float, default=1.0, help="soft distillation temperature")
     im.set_defaults(func=_train)
 
 
@@ -172,7 +184,16 @@ def _train(args: argparse.Namespace) -> int:
                     model.pop("channels")
                 )
             spec = ImageRunSpec(
-                args.arch, args.data, args.train_size, args.val_size, args.augment, model
+                args.arch,
+                args.data,
+                args.train_size,
+                args.val_size,
+                args.augment,
+                model,
+                teacher=args.teacher,
+                distill=args.distill,
+                distill_alpha=args.distill_alpha,
+                distill_tau=args.distill_tau,
             )
             result = train_image(spec, config, args.out, resume=args.resume)
         ok = True

@@ -28,6 +28,12 @@ from archlab.train.checkpoint import (
     read_run_config,
     write_json_atomic,
 )
+from archlab.train.distill import (
+    Distillation,
+    check_distill_args,
+    check_teacher,
+    teacher_logits,
+)
 from archlab.train.distributed import DistInfo, init_distributed
 from archlab.train.tasks import ClassificationTask, LMTask, is_stateful
 from archlab.train.trainer import Callback, TrainConfig, Trainer, TrainResult
@@ -79,6 +85,16 @@ class ImageRunSpec:
     val_size: int | None = None
     augment: bool = True  # random crop (+ flips where they keep the label), train only
     model: dict[str, Any] = field(default_factory=dict)
+    # Knowledge distillation (archlab.train.distill): a trained image run as teacher.
+    teacher: str | None = None
+    distill: str = "hard"  # "hard" (DeiT) | "soft" (Hinton et al. 2015)
+    distill_alpha: float = 0.5  # weight of the teacher's term
+    distill_tau: float = 1.0  # soft distillation's temperature
+
+    def __post_init__(self) -> None:
+        if self.teacher is not None:
+            check_distill_args(self.distill, self.distill_alpha, self.distill_tau)
+            self.teacher = str(Path(self.teacher).resolve())  # a resume may run from elsewhere
 
 
 def _environment(dist: DistInfo) -> dict[str, Any]:
@@ -252,6 +268,8 @@ def train_image(
 
     if get_spec(spec.arch).task != "image":
         raise ArchlabError(f"{spec.arch!r} is not an image model")
+    if spec.teacher is not None:
+        check_teacher(spec.teacher)  # before the run directory is made
     dist = init_distributed(config.device)
     out, resuming = _start(out, resume, dist)
     if resuming:
@@ -268,6 +286,11 @@ def train_image(
     def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return augment_batch(x, g, pad, flip)
 
+    distill, teacher = None, None
+    if spec.teacher is not None:  # one labelling pass before training (see train.distill)
+        logits, teacher = teacher_logits(spec.teacher, ds, config.precision)
+        distill = Distillation(logits, spec.distill, spec.distill_alpha, spec.distill_tau)
+
     task = ClassificationTask(
         ds.split("train"),
         ds.split("val"),
@@ -278,9 +301,11 @@ def train_image(
         std=ds.std,
         augment=augment if spec.augment else None,
         label_smoothing=config.label_smoothing,
+        distill=distill,
     )
     meta = {
         "task": "image",
+        **({"teacher": teacher} if teacher else {}),
         "model": {"name": spec.arch, "config": dataclasses.asdict(mcfg)},
         "data": {**ds.describe(), "augment": {"pad": pad, "flip": flip} if spec.augment else None},
         "spec": dataclasses.asdict(spec),

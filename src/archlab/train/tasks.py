@@ -25,6 +25,7 @@ from archlab.data.batching import (
 )
 from archlab.errors import ArchlabError
 from archlab.train.config import fold_seed
+from archlab.train.distill import Distillation, distillation_loss
 from archlab.train.distributed import DistInfo
 
 __all__ = [
@@ -246,6 +247,9 @@ class ClassificationTask:
     ``fold_seed(seed, e)``; global micro-batch ``c = step * grad_accum + micro`` is rows
     ``[(c mod K) * B, (c mod K + 1) * B)`` of epoch ``c // K``'s permutation, with
     ``K = N // B`` batches per epoch (the remainder of each epoch is dropped).
+
+    ``distill``: a teacher's logits for every training image (:mod:`archlab.train.distill`); each
+    batch then carries its rows of them and the loss mixes in the teacher's term.
     """
 
     unit = "images"
@@ -263,9 +267,15 @@ class ClassificationTask:
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         label_smoothing: float = 0.0,
         eval_batch_size: int = 500,
+        distill: Distillation | None = None,
     ) -> None:
         self.splits = {"train": train, "val": val, "test": test if test is not None else val}
         n = train[0].size(0)
+        if distill is not None and distill.logits.size(0) != n:
+            raise ArchlabError(
+                f"teacher logits cover {distill.logits.size(0)} images, the train split has {n}"
+            )
+        self.distill = distill
         if n < batch_size:
             raise ArchlabError(f"{n} training images are fewer than the batch size {batch_size}")
         self.B, self.seed = batch_size, seed
@@ -292,12 +302,19 @@ class ClassificationTask:
             g = torch.Generator().manual_seed(fold_seed(self.seed, step, micro, _AUG_SALT))
             x = self.augment(x, g)  # (B, C, H, W)
         rows = dist.shard(self.B)
+        if self.distill is not None:  # the teacher's logits of these images (un-augmented)
+            t = self.distill.logits[idx]  # (B, classes)
+            return x[rows], y[rows], t[rows]
         return x[rows], y[rows]  # (B/world, C, H, W), (B/world,)
 
     def train_loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
-        x, y = batch
-        logits = model(normalize_images(x, self.mean, self.std))  # (B, classes)  # (B, classes)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        x, y = batch[:2]
+        logits = model(normalize_images(x, self.mean, self.std))  # (B, classes)
+        if self.distill is not None:
+            t = batch[2]  # (B, classes) the teacher's logits
+            loss = distillation_loss(logits, y, t, self.distill, self.label_smoothing)
+        else:
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
         return loss, y.numel()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
