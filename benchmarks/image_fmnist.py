@@ -32,14 +32,28 @@ lr warmup then cosine by wall time (one-cycle-like, ending when the budget does)
   epochs, the recipe kept), + LSA 90.0%, + lr 4e-3 90.0%. With augmentation the model is not
   overfitting (LSA run: 91.5% on 10k un-augmented train images vs 90.4% val): at this budget a
   ViT this size plateaus near 90%, ~3 points under the CNN of 1/5 the budget -- the weak
-  inductive bias of Part 2, measured. The target (91%) is not met.
+  inductive bias of Part 2, measured. The target (91%) is not met by this pure ViT.
+* vitc: the same ViT with a convolutional stem (``--patch-tokenizer conv``, Xiao et al. 2021:
+  3x3 stride-2 conv-BN-ReLU 1->48->96, then 1x1; ~10% more FLOPs, 505k params) -- the CNN's
+  locality at the input, the rest unchanged: a hybrid, reported beside the pure ViT. 600 s each:
+  with the vit recipe (label smoothing 0.1) 90.99% (21.3 epochs, 1,952 img/s), 90.53% on a
+  busier machine (17.0 epochs, 1,563 img/s); lr 3e-3 90.93%; batch 64 89.96%. Per epoch far ahead
+  of the patchify ViT (90.5% at 17 epochs vs 90.1% at 25.8). **Label smoothing 0** (the recipe
+  kept: this model underfits, train accuracy ~ val accuracy, so softened targets only slow the
+  fit): **91.09%** (val 91.44%, 22.5 epochs) and, seed 2, 91.02% (val 90.94%, 25.1 epochs) --
+  the target met twice, by 9 and 2 images of 10,000. The same change on the pure ViT: 89.85%.
+* deit: the ViT distilled from the cnn recipe (``--teacher``, DeiT's hard-label loss, alpha 1/2).
+  The 600 s cover the teacher: 120 s training it (93.8%), ~12 s labelling the 55k training
+  images, 468 s for the student. spt ViT: 90.04% (19.2 epochs); conv-stem ViT: 90.25%
+  (17.6 epochs). The teacher's signal about pays for the 22% of the budget it costs, no more.
 * mlp (``mlp-100``: 784-100-10): reference point (Fashion-MNIST benchmark table: MLP 88.3%).
 
 MFU = FLOPs per training image (FlopCounterMode on one forward + backward: convs, matmuls,
 attention) x images/s / bf16 matmul peak measured in this process.
 
 Run: ``PYTHONPATH=src python benchmarks/image_fmnist.py --models cnn,mlp`` and
-``--models vit`` (600 s); each run updates its models' entries in the results JSON.
+``--models vit``, ``vitc``, ``deit`` (600 s each); each run updates its models' entries in the
+results JSON. ``--vit JSON`` / ``--vit-recipe JSON`` override the ViT recipes for trials.
 """
 
 from __future__ import annotations
@@ -66,12 +80,21 @@ from _common import (
 
 VIT_MODEL = {"patch_size": 4, "d_model": 96, "layers": 4, "heads": 3, "tokenizer": "spt"}
 FLAG = {"tokenizer": "patch-tokenizer"}  # model config field -> its `archlab train image` flag
-COMPILE = {"vit"}  # torch.compile the training forward (see the docstring)
+COMPILE = {"vit", "vitc", "deit"}  # torch.compile the training forward (see the docstring)
 RECIPES = {  # name -> (preset, overrides, budget s, target accuracy, batch, lr, warmup, augment)
     "cnn": ("cnn-fmnist", {}, 120.0, 0.930, 64, 3e-3, 200, False),
     "vit": ("vit-fmnist", VIT_MODEL, 600.0, 0.910, 128, 2e-3, 200, True),
+    # the same ViT with a convolutional stem (Xiao et al. 2021): a hybrid, reported beside it
+    "vitc": ("vit-fmnist", {**VIT_MODEL, "tokenizer": "conv"}, 600.0, 0.910, 128, 2e-3, 200, True),
+    # the same ViT distilled from the cnn recipe's run (DeiT); the budget covers the teacher too
+    "deit": ("vit-fmnist", VIT_MODEL, 600.0, 0.910, 128, 2e-3, 200, True),
     "mlp": ("mlp-100", {}, 30.0, None, 128, 2e-3, 50, False),
 }
+DISTILL = {"distill": "hard", "distill_alpha": 0.5}  # DeiT's hard-label distillation, 1/2 : 1/2
+REGULARIZE = {"weight_decay": 0.05, "label_smoothing": 0.1}  # every recipe, unless:
+RECIPE_REGULARIZE = {"vitc": {"label_smoothing": 0.0}}  # see the docstring
+VIT_REGULARIZE: dict = {}  # --vit-recipe's, for the ViT recipes
+LABELLING_ALLOWANCE_S = 12.0  # the teacher labels 55k images before the student's clock starts
 
 
 def _flag(field: str, value) -> str:
@@ -84,7 +107,7 @@ def _flag(field: str, value) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", help="folder with fashion-mnist/ (default $ARCHLAB_DATA)")
-    ap.add_argument("--models", default="cnn,mlp", help="comma list of cnn, vit, mlp")
+    ap.add_argument("--models", default="cnn,mlp", help="comma list of cnn, vit, vitc, deit, mlp")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--budget", type=float, help="override every model's wall budget (s)")
     ap.add_argument("--seed", type=int, default=1337)
@@ -93,12 +116,14 @@ def main() -> None:
     ap.add_argument("--vit", type=json.loads, help="JSON: extra vit config fields, for trials")
     ap.add_argument("--vit-recipe", type=json.loads, help='JSON: e.g. {"lr": 3e-3, "batch": 64}')
     args = ap.parse_args()
-    if args.vit or args.vit_recipe:
-        preset, over, budget, target, batch, lr, warmup, augment = RECIPES["vit"]
+    for key in ("vit", "vitc", "deit") if args.vit or args.vit_recipe else ():
+        preset, over, budget, target, batch, lr, warmup, augment = RECIPES[key]
         t = {"batch": batch, "lr": lr, "warmup": warmup, "augment": augment}
         t.update(args.vit_recipe or {})
+        DISTILL.update({k: t.pop(k) for k in list(t) if k.startswith("distill")})
+        VIT_REGULARIZE.update({k: t.pop(k) for k in list(t) if k in REGULARIZE})
         over = {**over, **(args.vit or {})}
-        RECIPES["vit"] = (
+        RECIPES[key] = (
             preset,
             over,
             budget,
@@ -124,6 +149,56 @@ def main() -> None:
     results = json.loads(path.read_text()) if path.exists() else {}
     results.setdefault("models", {})
 
+    def fit(key: str, run: Path, budget: float, teacher: Path | None = None) -> dict:
+        """Train recipe ``key`` into ``run`` under ``budget`` s; test accuracy and timings."""
+        preset, over, _, _, batch, lr, warmup, augment = RECIPES[key]
+        reg = {**REGULARIZE, **RECIPE_REGULARIZE.get(key, {})}
+        reg.update(VIT_REGULARIZE if key in ("vit", "vitc", "deit") else {})
+        config = TrainConfig(
+            max_steps=1_000_000,  # the wall-clock budget binds
+            max_time=budget,
+            batch_size=batch,
+            lr=lr,
+            warmup_steps=warmup,
+            **reg,
+            precision="bf16",
+            eval_interval=0,
+            log_interval=50,
+            seed=args.seed,
+            progress=False,
+            compile=key in COMPILE,
+        )
+        kd = {"teacher": str(teacher), **DISTILL} if teacher else {}
+        spec = ImageRunSpec(preset, "fashion-mnist", augment=augment, model=over, **kd)
+        t = time.perf_counter()
+        res = train_image(spec, config, run)
+        process_s = time.perf_counter() - t
+        test = evaluate_run(load_run(run), "test")
+        cli = (
+            f"archlab train image --arch {preset} --data fashion-mnist "
+            + "".join(_flag(k, v) for k, v in over.items())
+            + f"--batch-size {batch} --lr {lr} --warmup {warmup} "
+            f"--weight-decay {reg['weight_decay']} --label-smoothing {reg['label_smoothing']} "
+            f"--precision bf16 --max-time {budget:g}"
+            + ("" if augment else " --no-augment")
+            + (" --compile" if key in COMPILE else "")
+            + (
+                f" --teacher TEACHER_RUN --distill {DISTILL['distill']} "
+                f"--distill-alpha {DISTILL['distill_alpha']}"
+                if teacher
+                else ""
+            )
+        )
+        labelling = json.loads((run / "config.json").read_text()).get("teacher") or {}
+        return {
+            "res": res,
+            "config": config,
+            "process_s": process_s,
+            "test": test,
+            "cli": cli,
+            "labelling_s": labelling.get("labelling_s", 0.0),
+        }
+
     for name in args.models.split(","):
         preset, over, budget, target, batch, lr, warmup, augment = RECIPES[name]
         budget = args.budget or budget
@@ -132,36 +207,46 @@ def main() -> None:
         x = torch.randn(batch, 1, 28, 28)  # (B, C, H, W)
         y = torch.randint(10, (batch,))
         per_image = count_step_flops(lambda m=model, x=x, y=y: F.cross_entropy(m(x), y)) / batch
-        config = TrainConfig(
-            max_steps=1_000_000,  # the wall-clock budget binds
-            max_time=budget,
-            batch_size=batch,
-            lr=lr,
-            warmup_steps=warmup,
-            weight_decay=0.05,
-            label_smoothing=0.1,
-            precision="bf16",
-            eval_interval=0,
-            log_interval=50,
-            seed=args.seed,
-            progress=False,
-            compile=name in COMPILE,
-        )
-        spec = ImageRunSpec(preset, "fashion-mnist", augment=augment, model=over)
         load0 = load_average()
+        teacher_record = None
         with tempfile.TemporaryDirectory() as tmp:
-            run = Path(args.keep) / name if args.keep else Path(tmp) / "run"
-            t = time.perf_counter()
-            res = train_image(spec, config, run)
-            process_s = time.perf_counter() - t
-            test = evaluate_run(load_run(run), "test")
+            root = Path(args.keep) if args.keep else Path(tmp)
+            run = root / name
+            teacher_s = 0.0
+            if name == "deit":  # the teacher's training counts against the student's budget
+                # --budget scales the teacher's share (120 of 600 s) with the student's
+                tb = RECIPES["cnn"][2] * (budget / RECIPES[name][2])
+                tf = fit("cnn", root / "deit-teacher", tb)
+                teacher_s = tf["res"].elapsed_s
+                teacher_record = {
+                    "recipe": "cnn",
+                    "params": sum(p.numel() for p in create_model("cnn-fmnist").parameters()),
+                    "train_s": round(teacher_s, 1),
+                    "test_accuracy": tf["test"]["accuracy"],
+                    "cli_equivalent": tf["cli"],
+                    **DISTILL,
+                }
+                f = fit(
+                    name, run, budget - teacher_s - LABELLING_ALLOWANCE_S, root / "deit-teacher"
+                )
+                teacher_record["labelling_s"] = f["labelling_s"]
+            else:
+                f = fit(name, run, budget)
+        res, config, test = f["res"], f["config"], f["test"]
+        total_s = teacher_s + f["labelling_s"] + res.elapsed_s
         ips = res.step * batch / res.elapsed_s
         acc = test["accuracy"]
-        met = None if target is None else bool(acc >= target and res.elapsed_s <= budget + 1)
+        met = None if target is None else bool(acc >= target and total_s <= budget + 1)
         print(
             f"{name} ({preset} {over or ''}, {params:,} params): test {100 * acc:.2f}% after "
-            f"{res.step} steps / {res.step * batch / 55000:.1f} epochs in {res.elapsed_s:.0f} s, "
-            f"{ips:,.0f} img/s, MFU {100 * per_image * ips / peak:.1f}%"
+            f"{res.step} steps / {res.step * batch / 55000:.1f} epochs in {res.elapsed_s:.0f} s"
+            + (
+                f" (+ teacher {teacher_s:.0f} s, {100 * teacher_record['test_accuracy']:.2f}%, "
+                f"labelling {f['labelling_s']:.0f} s = {total_s:.0f} s)"
+                if teacher_record
+                else ""
+            )
+            + f", {ips:,.0f} img/s, MFU {100 * per_image * ips / peak:.1f}%"
             + (
                 ""
                 if target is None
@@ -174,21 +259,16 @@ def main() -> None:
             "params": params,
             "flops_per_train_image": per_image,
             "recipe": {**config.to_dict(), "augment": augment},
-            "cli_equivalent": (
-                f"archlab train image --arch {preset} --data fashion-mnist "
-                + "".join(_flag(k, v) for k, v in over.items())
-                + f"--batch-size {batch} --lr {lr} --warmup {warmup} --weight-decay 0.05 "
-                f"--label-smoothing 0.1 --precision bf16 --max-time {budget:g}"
-                + ("" if augment else " --no-augment")
-                + (" --compile" if name in COMPILE else "")
-            ),
+            "cli_equivalent": f["cli"],
+            **({"teacher": teacher_record} if teacher_record else {}),
             "threads": args.threads,
             "load_average_at_start": load0,
             "load_average_at_end": load_average(),
             "steps": res.step,
             "epochs": round(res.step * batch / 55000, 2),
             "train_s": round(res.elapsed_s, 1),
-            "process_s": round(process_s, 1),
+            "total_train_s": round(total_s, 1),
+            "process_s": round(f["process_s"], 1),
             "images_per_s": round(ips, 1),
             "mfu_vs_bf16_peak": round(per_image * ips / peak, 4),
             "val_accuracy": res.eval.get("accuracy"),

@@ -21,8 +21,9 @@ This script, in one process:
 
 Recipe (why each choice; probes on this machine through the same Trainer, val at stride 64):
 * bf16 autocast: on this AVX-512-bf16 CPU a bf16 step of this model is ~2x a fp32 one (CPU time,
-  batch 32) once attention runs in fp32 (``layers.attention``: the CPU flash kernel is ~4x slower
-  in bf16);
+  batch 32) once attention avoids the CPU flash kernel in bf16 (~4x slower than fp32):
+  ``layers.attention`` runs short sequences as explicit bf16 matmuls with an fp32 softmax, long
+  ones in the fp32 flash kernel;
 * batch 32 (2,048 tokens/step): per-token cost within 10% of batch 64, but more sample-efficient at
   this size — 1.43M tokens gave 1.834 at batch 32 (lr 6e-3) vs 1.911 at batch 64 (lr 1.2e-2), and
   batch 64 needed 1.64M tokens (lr 8e-3) for 1.865; batch 128 was worse still;
