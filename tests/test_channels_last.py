@@ -12,13 +12,7 @@ from archlab.train.checkpoint import load_training_state, save_checkpoint
 from archlab.train.tasks import ClassificationTask
 from archlab.train.trainer import Callback, TrainConfig, Trainer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, 1 thread
 
 
 META = {"task": "image", "model": {"name": "cnn"}}

@@ -26,12 +26,7 @@ from archlab.train.trainer import TrainConfig, Trainer
 TEXT = "the quick brown fox jumps over the lazy dog; to be or not to be.\n" * 60
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, 1 thread
 
 
 def _train(arch: str, run_dir: Path, steps: int = 6, **cfg) -> tuple[torch.nn.Module, Trainer]:

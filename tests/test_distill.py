@@ -16,13 +16,7 @@ from archlab.train.distill import Distillation, distillation_loss
 from archlab.train.distributed import DistInfo
 from archlab.train.tasks import ClassificationTask
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, 1 thread
 
 
 def _logits(seed: int, b: int = 8, k: int = 5) -> torch.Tensor:

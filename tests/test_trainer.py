@@ -26,13 +26,7 @@ from archlab.train.trainer import Callback, TrainConfig, Trainer, param_groups
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and the CI machine is shared); restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, 1 thread
 
 
 def _text(n_words: int = 4000, seed: int = 0) -> str:
