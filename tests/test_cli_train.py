@@ -274,12 +274,11 @@ def test_non_image_file_is_one_line_exit_2(shared_data, tmp_path, capsys, monkey
 
 
 def test_vit_shape_flags_reach_the_model(tmp_path, capsys):
-    """--pool, --mlp-ratio, --patch-tokenizer and --lsa are applied and recorded (digits: the
-    default validation size fits a small dataset)."""
+    """--pool, --mlp-ratio, --patch-tokenizer and --lsa are applied and recorded."""
     import archlab.models
 
     run = tmp_path / "vit"
-    rc, _, _ = _run("train", "image", "--arch", "vit", "--data", "digits", "--patch-size", "4",
+    rc, _, _ = _run("train", "image", "--arch", "vit", "--data", "fashion-mnist-subset", "--patch-size", "7",
                     "--layers", "1", "--d-model", "16", "--heads", "2", "--pool", "mean",
                     "--mlp-ratio", "2", "--patch-tokenizer", "spt", "--lsa", "--max-steps", "2",
                     "--no-progress", "--out", str(run), capsys=capsys)  # fmt: skip
@@ -288,6 +287,6 @@ def test_vit_shape_flags_reach_the_model(tmp_path, capsys):
     assert m.config.pool == "mean" and m.cls_token is None and m.config.tokenizer == "spt"
     assert m.config.lsa and m.blocks[0].attn.scale.shape == (2,)
     assert m.blocks[0].mlp.fc.out_features == 32  # 2 x d_model
-    rc, _, err = _run("train", "image", "--arch", "vit", "--data", "digits", "--pool", "max",
+    rc, _, err = _run("train", "image", "--arch", "vit", "--data", "fashion-mnist-subset", "--pool", "max",
                       "--out", str(tmp_path / "bad"), capsys=capsys)  # fmt: skip
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "pool" in err

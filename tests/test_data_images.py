@@ -293,14 +293,49 @@ def test_corrupt_dataset_file_one_line(mnist_root):
     assert "\n" not in str(e.value)
 
 
-def test_digits_fallback():
-    pytest.importorskip("sklearn")
-    ds = load_image_dataset("digits", val_size=0)
-    assert (ds.channels, ds.image_size) == (1, 8)
-    assert (len(ds.train_y), len(ds.test_y)) == (1797 - 359, 359)
-    assert int(ds.train_x.max()) == 255 and ds.train_x.dtype == torch.uint8
-    again = load_image_dataset("digits", val_size=0)
-    assert torch.equal(ds.test_x, again.test_x) and not ds.flip_ok
+def test_embedded_subset_loads_offline_and_is_balanced(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no data anywhere but the package
+    monkeypatch.setenv("ARCHLAB_OFFLINE", "1")
+    ds = load_image_dataset("fashion-mnist-subset", val_size=0)
+    assert (ds.channels, ds.image_size) == (1, 28) and ds.class_names == FASHION_MNIST_CLASSES
+    assert (len(ds.train_y), len(ds.test_y)) == (12_000, 2_000) and ds.flip_ok
+    assert torch.bincount(ds.train_y).tolist() == [1200] * 10
+    assert torch.bincount(ds.test_y).tolist() == [200] * 10
+    # stored in stratified order: every prefix is balanced (±1 per class)
+    for n in (10, 375, 1500):
+        counts = torch.bincount(ds.train_y[:n], minlength=10)
+        assert int(counts.max() - counts.min()) <= 1
+
+
+def test_embedded_subset_is_the_full_datasets_stratified_prefix(monkeypatch):
+    if not (SHARED / "fashion-mnist" / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("../shared/data is not present")
+    from archlab.data.images import stratified_order
+
+    monkeypatch.setenv("ARCHLAB_DATA", str(SHARED))
+    full = load_image_dataset("fashion-mnist", val_size=0)
+    sub = load_image_dataset("fashion-mnist-subset", val_size=0)
+    keep = stratified_order(full.train_y)[:12_000]
+    assert torch.equal(sub.train_x, full.train_x[keep]) and torch.equal(
+        sub.train_y, full.train_y[keep]
+    )
+    keep = stratified_order(full.test_y)[:2_000]
+    assert torch.equal(sub.test_x, full.test_x[keep]) and torch.equal(sub.test_y, full.test_y[keep])
+
+
+def test_embedded_file_damage_is_one_line(monkeypatch, tmp_path):
+    import shutil
+
+    from archlab.data import embedded
+
+    copy = tmp_path / "embedded"
+    shutil.copytree(embedded.EMBEDDED_DIR, copy)
+    f = copy / "fashion-mnist-subset" / "t10k-labels-idx1-ubyte.xz"
+    f.write_bytes(f.read_bytes()[:-8])  # truncated xz
+    monkeypatch.setattr(embedded, "EMBEDDED_DIR", copy)
+    with pytest.raises(ArchlabError, match="t10k-labels") as e:
+        load_image_dataset("fashion-mnist-subset")
+    assert "\n" not in str(e.value)
 
 
 # --- the real Fashion-MNIST (../shared/data) ----------------------------------------------
@@ -340,7 +375,8 @@ def test_fashion_mnist_checksums(fmnist):
 def test_describe_sources_lists_roots(monkeypatch, tmp_path):
     monkeypatch.setenv("ARCHLAB_DATA", str(tmp_path))
     d = describe_sources()
-    assert d["mnist"]["status"] == "missing" and d["digits"]["status"] == "builtin"
+    assert d["mnist"]["status"] == "missing"
+    assert d["fashion-mnist-subset"]["status"] == "builtin"
     assert d["fashion-mnist"]["searched"][-1] == "/usr/share/datasets/fashion-mnist"
     assert d["mnist"]["searched"][0] == str(tmp_path / "mnist")
 

@@ -139,18 +139,26 @@ def test_canonical_file_checksum_enforced(tmp_path, monkeypatch):
         load_corpus("tinyshakespeare")
 
 
+def test_tinyshakespeare_ships_with_the_package():
+    """Offline with nothing local, Tiny Shakespeare is the embedded copy: the canonical bytes
+    (sha256 checked), split as nanoGPT's prepare.py."""
+    got, notice = resolve_corpus(None)
+    assert got.name == "tinyshakespeare" and notice is None and "embedded" in got.sources[0]
+    assert (len(got.train), len(got.val)) == (1_003_854, 111_540)
+    assert got.train.startswith("First Citizen:\nBefore we proceed any further")
+    assert resolve_corpus("tinyshakespeare")[0].train == got.train
+
+
 def test_pydoc_fallback():
     from pydoc_data import topics
 
     c = load_corpus("pydoc")
     full = "\n".join(topics.topics[k] for k in sorted(topics.topics))
     assert c.train + c.val == full and len(c.train) == int(0.9 * len(full))
-    got, notice = resolve_corpus("tinyshakespeare")  # offline, nothing local
-    assert got.name == "pydoc" and "tinyshakespeare" in notice and "\n" not in notice
-    got, notice = resolve_corpus(None)
-    assert got.name == "pydoc" and notice
+    got, notice = resolve_corpus("wikitext2")  # offline, nothing local
+    assert got.name == "pydoc" and "wikitext" in notice and "\n" not in notice
     with pytest.raises(ArchlabError):
-        resolve_corpus("tinyshakespeare", allow_fallback=False)
+        resolve_corpus("wikitext2", allow_fallback=False)
     with pytest.raises(ArchlabError, match="no corpus"):  # a path typo never falls back
         resolve_corpus("./my_typo.txt")
 

@@ -88,14 +88,15 @@ def _cli(*args: str) -> int:
 
 
 def test_student_learns_the_teachers_decisions_not_the_labels(tmp_path, capsys):
-    """A weak CNN teacher (digits, 40 steps) labels the training set; an MLP student trained on the
+    """A weak CNN teacher (the embedded Fashion-MNIST subset, 40 steps) labels the training set; an MLP student trained on the
     teacher's hard term alone (alpha 1: the true labels get no weight) agrees with the teacher on
     held-out images far more often than the teacher is right, i.e. it copied the teacher's
     mistakes too. The run records its teacher, and a bad teacher is a one-line error."""
     from archlab.train.inference import load_run
     from archlab.train.tasks import classify_batches
 
-    common = ["--data", "digits", "--batch-size", "64", "--no-progress", "--no-augment"]
+    common = ["--data", "fashion-mnist-subset", "--train-size", "3000", "--batch-size", "64",
+              "--no-progress", "--no-augment"]  # fmt: skip
     assert _cli("train", "image", "--arch", "cnn", "--channels", "4,8", "--max-steps", "40",
                 "--lr", "3e-3", "--out", tmp_path / "t", *common) == 0  # fmt: skip
     assert _cli("train", "image", "--arch", "mlp", "--max-steps", "400", "--lr", "3e-3",
@@ -103,10 +104,10 @@ def test_student_learns_the_teachers_decisions_not_the_labels(tmp_path, capsys):
                 *common) == 0  # fmt: skip
     teacher, student = load_run(tmp_path / "t"), load_run(tmp_path / "s")
     cfg = json.loads((tmp_path / "s" / "config.json").read_text())
-    assert cfg["teacher"]["arch"] == "cnn" and cfg["spec"]["distill_alpha"] == 1.0
+    assert cfg["teacher"]["arch"] == "cnn-fmnist" and cfg["spec"]["distill_alpha"] == 1.0
     from archlab.data import load_image_dataset
 
-    ds = load_image_dataset("digits")
+    ds = load_image_dataset("fashion-mnist-subset", train_size=3000)
     x, y = ds.split("val")
     norm = ds.describe()["normalization"]
     t = classify_batches(teacher.model, x, norm["mean"], norm["std"]).argmax(-1)  # (N,)

@@ -3,7 +3,8 @@
 * IDX (LeCun et al., http://yann.lecun.com/exdb/mnist/ "FILE FORMATS"): a big-endian header —
   two zero bytes, a type byte (0x08 = unsigned byte), the number of dimensions, then one uint32
   size per dimension — followed by the data in C order. Images are magic 2051 (0x00000803: ubyte,
-  3 dims N×H×W), labels 2049 (0x00000801: ubyte, 1 dim N). Files may be gzipped (``.gz``).
+  3 dims N×H×W), labels 2049 (0x00000801: ubyte, 1 dim N). Files may be gzipped (``.gz``) or
+  xz-compressed (``.xz``, the data that ships inside the package).
 * CIFAR-10 binary (https://www.cs.toronto.edu/~kriz/cifar.html, "Binary version"): records of
   3073 bytes — 1 label byte, then 1024 red, 1024 green, 1024 blue bytes, each plane row-major
   32×32. ``batches.meta.txt`` lists the class names one per line.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import lzma
 import zlib
 from pathlib import Path
 
@@ -30,6 +32,7 @@ __all__ = [
     "read_cifar_batch",
     "load_image_file",
     "read_cifar_meta",
+    "read_compressed",
     "read_idx",
 ]
 
@@ -38,7 +41,8 @@ IDX_LABELS_MAGIC = 2049  # 0x00000801
 CIFAR_RECORD_BYTES = 1 + 3 * 32 * 32  # label byte + 3 planes of 32×32 bytes
 
 
-def _read_maybe_gz(path: Path) -> bytes:
+def read_compressed(path: Path) -> bytes:
+    """The bytes of ``path``, gunzipped or unxz-ed when they are gzip or xz data."""
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -48,8 +52,13 @@ def _read_maybe_gz(path: Path) -> bytes:
             return gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:
             raise ArchlabError(f"{path}: corrupt or truncated gzip ({e})") from None
-    if path.suffix == ".gz":
-        raise ArchlabError(f"{path}: named .gz but not gzip data")
+    if raw[:6] == b"\xfd7zXZ\x00":  # xz magic
+        try:
+            return lzma.decompress(raw)
+        except lzma.LZMAError as e:
+            raise ArchlabError(f"{path}: corrupt or truncated xz ({e})") from None
+    if path.suffix in (".gz", ".xz"):
+        raise ArchlabError(f"{path}: named {path.suffix} but not {path.suffix[1:]} data")
     return raw
 
 
@@ -58,7 +67,7 @@ def read_idx(path: Path, magic: int, expect_sha256: str | None = None) -> np.nda
 
     ``expect_sha256`` is checked against the decompressed bytes.
     """
-    data = _read_maybe_gz(path)
+    data = read_compressed(path)
     if len(data) < 4:
         raise ArchlabError(f"{path}: too short for an IDX header ({len(data)} bytes)")
     got = int.from_bytes(data[:4], "big")
@@ -89,7 +98,7 @@ def read_idx(path: Path, magic: int, expect_sha256: str | None = None) -> np.nda
 
 def read_cifar_batch(path: Path, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR binary batch → images (N, 3, 32, 32) uint8 and labels (N,) int64."""
-    data = _read_maybe_gz(path)
+    data = read_compressed(path)
     if not data or len(data) % CIFAR_RECORD_BYTES:
         raise ArchlabError(
             f"{path}: {len(data)} bytes is not a whole number of {CIFAR_RECORD_BYTES}-byte "

@@ -7,9 +7,10 @@ Datasets (``load_image_dataset(name)``):
   10,000 test, 1×28×28.
 * ``cifar10``: the binary release, ``<root>/cifar10/cifar-10-batches-bin/{data_batch_1..5,
   test_batch}.bin`` + ``batches.meta.txt``; 50,000 / 10,000, 3×32×32.
-* ``digits``: scikit-learn's bundled 8×8 digits (1,797 images, no download). Pixels 0..16 are
-  scaled to uint8 as ``round(v * 255 / 16)``. Test = round(20%) = 359 images chosen by a seeded
-  permutation (seed :data:`SPLIT_SEED`), the rest is train.
+* ``fashion-mnist-subset``: the 12,000 train / 2,000 test Fashion-MNIST images that ship inside
+  the package (:mod:`archlab.data.embedded`; no download, MIT licence): the first images of
+  :func:`stratified_order` over the official splits, so they are class-balanced and the first
+  ``n`` of them are the full dataset's first ``n`` in that order.
 
 Splits (all deterministic, independent of any training seed):
 
@@ -25,7 +26,7 @@ Normalization: per-channel mean/std of the (final) train split in units of pixel
 exactly from a histogram; stored as :class:`Normalization` so a checkpoint can reapply it.
 Augmentation (train only, on uint8 batches, vectorized): random crop with zero (black) padding,
 and horizontal flips only for datasets where a mirror image keeps its label (fashion-mnist,
-cifar10 — not mnist/digits, where a flipped digit is a different or invalid symbol).
+cifar10 — not mnist, where a flipped digit is a different or invalid symbol).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ __all__ = [
     "stratified_order",
 ]
 
-IMAGE_DATASETS = ("fashion-mnist", "mnist", "cifar10", "digits")
+IMAGE_DATASETS = ("fashion-mnist", "fashion-mnist-subset", "mnist", "cifar10")
 SPLIT_SEED = 0
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -69,7 +70,7 @@ FASHION_MNIST_CLASSES = (
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )  # fmt: skip
-_FLIP_OK = {"fashion-mnist": True, "cifar10": True, "mnist": False, "digits": False}
+_FLIP_OK = {"fashion-mnist": True, "fashion-mnist-subset": True, "cifar10": True, "mnist": False}
 
 
 @dataclass(frozen=True)
@@ -279,21 +280,21 @@ def _load_cifar10(download: bool) -> tuple:
     return trx, try_, torch.from_numpy(tex.copy()), torch.from_numpy(tey), names, srcs
 
 
-def _load_digits() -> tuple:
-    try:
-        from sklearn.datasets import load_digits  # optional heavy import, only for this set
-    except ImportError:
-        raise ArchlabError(
-            "the digits dataset needs scikit-learn: pip install scikit-learn"
-        ) from None
-    d = load_digits()
-    x = torch.from_numpy(np.rint(d.images * (255 / 16)).astype(np.uint8))[:, None]  # (N, 1, 8, 8)
-    y = torch.from_numpy(d.target.astype(np.int64))
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    n_test = round(0.2 * len(y))
-    te, tr = perm[:n_test].sort().values, perm[n_test:].sort().values
-    names = tuple(str(i) for i in range(10))
-    return x[tr], y[tr], x[te], y[te], names, ["sklearn.datasets.load_digits"]
+def _load_subset() -> tuple:
+    """The embedded Fashion-MNIST subset (see :mod:`archlab.data.embedded`), sha256-checked."""
+    from archlab.data.embedded import EMBEDDED_DIR, manifest
+
+    folder = EMBEDDED_DIR / "fashion-mnist-subset"
+    files = manifest()["fashion-mnist-subset"]["files"]
+    arrays, srcs = [], []
+    for split in ("train", "t10k"):
+        for kind, magic in (("images-idx3", IDX_IMAGES_MAGIC), ("labels-idx1", IDX_LABELS_MAGIC)):
+            name = f"{split}-{kind}-ubyte.xz"
+            a = read_idx(folder / name, magic, files[name]["sha256_decompressed"])
+            arrays.append(torch.from_numpy(a.copy()))
+            srcs.append(str(folder / name))
+    trx, try_, tex, tey = arrays
+    return trx[:, None], try_.long(), tex[:, None], tey.long(), FASHION_MNIST_CLASSES, srcs
 
 
 def load_image_dataset(
@@ -303,14 +304,14 @@ def load_image_dataset(
     train_size: int | None = None,
     download: bool = True,
 ) -> ImageDataset:
-    """Load ``fashion-mnist`` | ``mnist`` | ``cifar10`` | ``digits`` with the splits described above.
+    """Load ``fashion-mnist`` | ``fashion-mnist-subset`` | ``mnist`` | ``cifar10`` (splits above).
 
     ``val_size``: images carved from train for validation (int), or that fraction of train;
-    ``None``: ``min(5000, 10%)`` (5,000 for Fashion-MNIST, MNIST and CIFAR-10, 144 for digits)
+    ``None``: ``min(5000, 10%)`` (5,000 for Fashion-MNIST, MNIST and CIFAR-10, 1,200 for the subset)
     (float in [0, 1)). ``train_size``: keep a stratified nested subset of that many train images.
     """
-    if name == "digits":
-        raw = _load_digits()
+    if name == "fashion-mnist-subset":
+        raw = _load_subset()
     elif name in ("fashion-mnist", "mnist"):
         raw = _load_idx(name, download)
     elif name == "cifar10":

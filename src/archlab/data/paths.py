@@ -254,5 +254,8 @@ def describe_sources() -> dict[str, dict[str, object]]:
             "searched": [str(d) for d in candidate_dirs(spec)],
         }
     out["pydoc"] = {"status": "builtin", "folder": None, "files": ["stdlib pydoc_data.topics"]}
-    out["digits"] = {"status": "builtin", "folder": None, "files": ["sklearn.datasets.load_digits"]}
+    from archlab.data.embedded import EMBEDDED_DIR
+
+    sub = EMBEDDED_DIR / "fashion-mnist-subset"
+    out["fashion-mnist-subset"] = {"status": "builtin", "folder": str(sub), "files": []}
     return out

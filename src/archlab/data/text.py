@@ -2,7 +2,8 @@
 
 Named corpora (folders found/downloaded by :mod:`archlab.data.download`):
 
-* ``tinyshakespeare`` — ``<root>/tinyshakespeare/input.txt`` (1,115,394 characters). Split as
+* ``tinyshakespeare`` — ``<root>/tinyshakespeare/input.txt`` (1,115,394 characters), else the
+  byte-identical copy that ships inside the package (:mod:`archlab.data.embedded`). Split as
   nanoGPT's ``data/shakespeare_char/prepare.py``: train = the first ``int(0.9 * n)`` characters
   (1,003,854), val = the remaining 111,540. There is no separate test set: ``test`` is the same
   text as ``val`` (so numbers compare with nanoGPT's val loss).
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from archlab.data.download import ensure_dataset
-from archlab.data.paths import get_spec
+from archlab.data.paths import get_spec, locate
 from archlab.errors import ArchlabError
 
 __all__ = [
@@ -136,6 +137,13 @@ def load_corpus(name_or_path: str | Path, *, download: bool = True) -> Corpus:
     name = str(name_or_path)
     if name == "pydoc" and not Path(name).exists():
         return _from_text("pydoc", pydoc_text(), ("stdlib pydoc_data.topics",))
+    if name == "tinyshakespeare" and not Path(name).exists() and locate(get_spec(name)) is None:
+        from archlab.data.embedded import EMBEDDED_DIR, tinyshakespeare_text
+
+        train, val = split_90_10(tinyshakespeare_text())  # the canonical bytes: no download
+        rule = "nanoGPT: first 90% of characters = train, last 10% = val; test = val"
+        src = (f"archlab embedded copy ({EMBEDDED_DIR / 'tinyshakespeare' / 'input.txt.xz'})",)
+        return Corpus(name, train, val, val, "char", rule, src)
     if name in ("tinyshakespeare", "wikitext2") and not Path(name).exists():
         spec = get_spec(name)
         folder = ensure_dataset(name, download=download)
@@ -160,8 +168,8 @@ def resolve_corpus(
     """Load a corpus, falling back to ``pydoc`` when a *named* corpus cannot be had.
 
     Returns ``(corpus, notice)``; ``notice`` is None unless the fallback was used, in which case it
-    is one line for the caller to log. ``None`` means "whatever is available": Tiny Shakespeare if
-    it is present locally (no download), else ``pydoc``. A path that does not exist is always an
+    is one line for the caller to log. ``None`` means Tiny Shakespeare (a local copy, else the
+    embedded one: always available offline). A path that does not exist is always an
     error (a typo must not silently train on something else).
     """
     if name_or_path is None:

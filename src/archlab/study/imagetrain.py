@@ -113,9 +113,9 @@ def _raw_images() -> tuple[Any, dict[str, Any]]:
         ds = load_image_dataset("fashion-mnist", val_size=0, download=False)
         note = None
     except ArchlabError as e:
-        log.info("study: Fashion-MNIST not found (%s); using scikit-learn digits", e)
-        ds = load_image_dataset("digits", val_size=0, download=False)
-        note = f"Fashion-MNIST unavailable ({e}); used scikit-learn's 8×8 digits"
+        log.info("study: Fashion-MNIST not found (%s); using the embedded subset", e)
+        ds = load_image_dataset("fashion-mnist-subset", val_size=0, download=False)
+        note = "full Fashion-MNIST not found; used the embedded 12,000/2,000-image subset"
     return ds, {"dataset": ds.name, "sources": list(ds.sources), "note": note,
                 "native_res": ds.image_size}  # fmt: skip
 
