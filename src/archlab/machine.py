@@ -17,37 +17,21 @@ from typing import Any
 import torch
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def describe_machine() -> dict[str, Any]:
-    """A JSON-serialisable description: CPU, cores, threads, accelerator, library versions."""
-    flags = _cpu_flags()
+    """A JSON-serialisable description: CPU (with its flags), cores, threads, accelerator,
+    library versions."""
+    from archlab.hardware import _cpu_name, cpu_flags, physical_cores
+
+    flags = cpu_flags()
     d: dict[str, Any] = {
-        "cpu": _cpu_model(),
+        "cpu": _cpu_name(),
         "cpu_count": os.cpu_count(),
+        "physical_cores": physical_cores(),
         "torch_threads": torch.get_num_threads(),
         "amx_bf16": "amx_bf16" in flags,
         "avx512f": "avx512f" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "cpu_flags": " ".join(sorted(flags)),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -50,14 +50,15 @@ def attention(
     """``F.scaled_dot_product_attention`` (q, k, v: (B, nh, T, hs)), with a CPU half-precision rule.
 
     Why: under bf16 autocast PyTorch's CPU flash-attention kernel is several times *slower* in bf16
-    than in fp32 at the head sizes used here (measured on this project's AVX-512 CPU, torch 2.13,
-    (64, 4, 64, 32) forward + backward: ~190 ms bf16 vs ~50 ms fp32, single thread). And for the
-    short sequences of the models trained here the plain formula beats both: two bf16 batched
-    matmuls around an fp32 softmax, forward + backward, 2 threads: (128, 3, 50, 32) 3.8 ms vs
-    6.8 ms for the fp32 flash kernel; (48, 4, 64, 32) 2.0 vs 4.6 ms. So on the CPU, half-precision
-    inputs with at most ``EXPLICIT_MAX_SCORES`` scores per head take the explicit path (the
-    softmax in fp32, as autocast does for ``softmax``), longer ones the fp32 flash kernel (which
-    never stores the scores). On CUDA the bf16 kernels are the fast ones and nothing changes.
+    than in fp32 at the head sizes used here (AVX-512 CPU, torch 2.13, (64, 4, 64, 32) forward +
+    backward: ~190 ms bf16 vs ~50 ms fp32, single thread). Where bf16 matmuls are fast (AMX,
+    AVX512-BF16; measured by :func:`archlab.hardware.attention_path`), short sequences take the
+    plain formula instead: two bf16 batched matmuls around an fp32 softmax, forward + backward, 2
+    threads: (128, 3, 50, 32) 3.8 ms vs 6.8 ms for the fp32 flash kernel. Where bf16 matmuls are
+    slow (AVX2 only: ~100x slower than fp32), half-precision inputs always go to the fp32 fused
+    kernel, which is also the fastest fp32 path measured on such a CPU ((32, 4, 64, 32): 11 ms
+    vs 17 ms explicit). Longer sequences (> ``EXPLICIT_MAX_SCORES`` scores per head) always take
+    the fp32 fused kernel, which never stores the scores. On CUDA nothing changes.
     Semantics are SDPA's: bool mask True = may attend, float mask added; ``is_causal`` is the
     top-left-aligned lower triangle; dropout on the attention weights.
     """
@@ -66,8 +67,10 @@ def attention(
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal
         )
+    from archlab.hardware import attention_path
+
     tq, tk = q.size(-2), k.size(-2)
-    if tq * tk <= EXPLICIT_MAX_SCORES:
+    if tq * tk <= EXPLICIT_MAX_SCORES and attention_path(q.dtype, "cpu") == "explicit":
         with torch.autocast("cpu", enabled=False):
             att = (q @ k.transpose(-2, -1)).float() * q.size(-1) ** -0.5  # (B, nh, Tq, Tk) fp32
             if is_causal:

@@ -23,6 +23,7 @@ bias is exactly ``forget_bias`` (1.0 is the common choice: Gers et al. 2000; Joz
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -81,6 +82,30 @@ class LSTMConfig(RNNLMConfig):
 
 
 _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def _recurrent_precision(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Under CPU bf16 autocast, keep the fused recurrent kernel in fp32 where oneDNN has no bf16
+    primitive for it (AVX2-only CPUs: "could not create a primitive descriptor for the LSTM
+    forward propagation primitive"); the embedding, decoder and loss still follow autocast. The
+    kernel then reads fp32 inputs, so its outputs are the fp32 model's (tested)."""
+    from archlab.hardware import bf16_rnn_ok
+
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and not bf16_rnn_ok("cpu"):
+        return _Fp32Core()
+    return contextlib.nullcontext(False)
+
+
+class _Fp32Core(contextlib.AbstractContextManager):
+    """Autocast off inside; ``as`` gives True (the caller casts its inputs to fp32)."""
+
+    def __enter__(self) -> bool:
+        self._off = torch.autocast("cpu", enabled=False)
+        self._off.__enter__()
+        return True
+
+    def __exit__(self, *exc) -> None:
+        self._off.__exit__(*exc)
 
 
 class RNNLanguageModel(nn.Module):
@@ -158,6 +183,30 @@ class RNNLanguageModel(nn.Module):
             raise ArchlabError("pass exactly one of idx and inputs_embeds")
         x = self.embed(idx) if inputs_embeds is None else inputs_embeds  # (B, T, E)
         x = self.drop(x)
+        with _recurrent_precision(x) as fp32:
+            if fp32:  # the core runs in fp32: its inputs must be fp32 too
+                x = x.float()
+                if state is not None:
+                    state = (
+                        tuple(s.float() for s in state)
+                        if isinstance(state, tuple)
+                        else state.float()
+                    )
+            out, new_state = self._recur(x, state, lengths)
+        out = self.drop(out)  # (B, T, H)
+        if targets is not None:
+            h = out.flatten(0, 1)  # (B*T, H)
+            loss = linear_cross_entropy(
+                h, self.decoder.weight, self.decoder.bias, targets.flatten()
+            )
+            return (loss, new_state) if return_state else loss
+        logits = self.decoder(out)  # (B, T, vocab)
+        return (logits, new_state) if return_state else logits
+
+    def _recur(
+        self, x: torch.Tensor, state: State | None, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, State]:
+        """The recurrent core: (B, T, E) -> (B, T, H) and the final state."""
         if lengths is None:
             out, new_state = self.rnn(x, state)  # (B, T, H); state (L, B, H) or a pair of them
         else:
@@ -175,15 +224,7 @@ class RNNLanguageModel(nn.Module):
             )
             out, new_state = self.rnn(packed, state)  # the state stops at each row's length
             out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
-        out = self.drop(out)  # (B, T, H)
-        if targets is not None:
-            h = out.flatten(0, 1)  # (B*T, H)
-            loss = linear_cross_entropy(
-                h, self.decoder.weight, self.decoder.bias, targets.flatten()
-            )
-            return (loss, new_state) if return_state else loss
-        logits = self.decoder(out)  # (B, T, vocab)
-        return (logits, new_state) if return_state else logits
+        return out, new_state
 
     @torch.no_grad()
     def generate(

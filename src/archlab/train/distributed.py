@@ -28,6 +28,7 @@ class DistInfo:
     world: int = 1
     local_rank: int = 0
     device: str = "cpu"
+    local_world: int = 1  # ranks on this machine (they share its cores)
 
     @property
     def is_main(self) -> bool:
@@ -73,6 +74,13 @@ def _pick_device(requested: str, local_rank: int) -> str:
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda":
+        if not torch.cuda.is_available():
+            from archlab.errors import ArchlabError
+
+            raise ArchlabError(
+                "--device cuda: this torch has no usable CUDA device "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'})"
+            )
         return f"cuda:{local_rank}"
     return requested
 
@@ -85,6 +93,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     dev = _pick_device(device, local_rank)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.startswith("cuda") else "gloo"
@@ -92,7 +101,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
         log.info("rank %d/%d joined the %s process group", rank, world, backend)
-    return DistInfo(rank=rank, world=world, local_rank=local_rank, device=dev)
+    return DistInfo(rank, world, local_rank, dev, local_world)
 
 
 def shutdown_distributed(sync: bool = True) -> None:

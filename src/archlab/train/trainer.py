@@ -106,10 +106,14 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         dist: DistInfo | None = None,
     ) -> None:
+        from archlab.hardware import resolve_precision
+
         self.config = config
         self.task = task
         self.dist = dist or init_distributed(config.device)
         self.device = torch.device(self.dist.device)
+        # "auto": bf16 only where it is measured faster on this device (archlab.hardware).
+        self.precision, _ = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device)
         if self.device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
             # oneDNN's CPU convolutions run ~1.4x faster on NHWC (channels_last) weights and
@@ -154,7 +158,7 @@ class Trainer:
             return cls(groups, **kw)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.config.precision == "bf16":
+        if self.precision == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -199,14 +203,16 @@ class Trainer:
         c = self.config
         progress = None
         if c.max_time is not None and self.step >= c.warmup_steps:
-            by_steps = (self.step - c.warmup_steps) / max(1, c.max_steps - c.warmup_steps)
+            by_steps = 0.0
+            if c.max_steps is not None:
+                by_steps = (self.step - c.warmup_steps) / max(1, c.max_steps - c.warmup_steps)
             progress = max(by_steps, elapsed / c.max_time)
         return lr_at(
             self.step,
             lr=c.lr,
             min_lr=c.final_lr,
             warmup_steps=c.warmup_steps,
-            max_steps=c.max_steps,
+            max_steps=c.max_steps or 0,
             schedule=c.schedule,
             progress=progress,
         )
@@ -255,11 +261,12 @@ class Trainer:
                 f.write(json.dumps(rec) + "\n")
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
-        """Full pass over ``split`` (rank 0's model; no gradient, no dropout)."""
+        """Full pass over ``split`` (rank 0's model; no gradient, no dropout), in fp32 whatever
+        the training precision, so a reported loss does not depend on how the run trained."""
         was = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad():
                 return dict(self.task.evaluate(self.model, split))
         finally:
             self.model.train(was)
@@ -292,6 +299,7 @@ class Trainer:
         c = self.config
         unit = getattr(self.task, "unit", "tokens")
         ckpt_every = c.checkpoint_interval or c.eval_interval or 0
+        max_steps = c.max_steps if c.max_steps is not None else float("inf")
         bar = None
         if c.progress and self.dist.is_main:
             from tqdm.auto import tqdm
@@ -307,7 +315,7 @@ class Trainer:
         last_t, last_units = time.perf_counter(), 0
         session_t, session_units, paused = last_t, 0, 0.0
         train_loss = None
-        while self.step < c.max_steps:
+        while self.step < max_steps:
             elapsed, stop = self._agree(time.perf_counter() - t0, self.should_stop)
             if stop or (c.max_time is not None and elapsed >= c.max_time):
                 # The budget is spent at this check, which can come a hair after the last step's
@@ -322,7 +330,7 @@ class Trainer:
             session_units += units
             self.elapsed_s = time.perf_counter() - t0
             logs = None
-            if self.step % c.log_interval == 0 or self.step == c.max_steps:
+            if self.step % c.log_interval == 0 or self.step == max_steps:
                 mean = self.dist.all_reduce(self._loss_sum / self._n_loss, op="mean")  # host sync
                 now = time.perf_counter()
                 rate = last_units / max(now - last_t, 1e-9)
@@ -349,9 +357,9 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_step_end(self, logs)
             pause = time.perf_counter()
-            if c.eval_interval and self.step % c.eval_interval == 0 and self.step < c.max_steps:
+            if c.eval_interval and self.step % c.eval_interval == 0 and self.step < max_steps:
                 self._eval_and_log()
-            if ckpt_every and self.step % ckpt_every == 0 and self.step < c.max_steps:
+            if ckpt_every and self.step % ckpt_every == 0 and self.step < max_steps:
                 self.save()
             pause = time.perf_counter() - pause
             last_t += pause  # throughput counts training time only
