@@ -1,4 +1,6 @@
-"""`archlab train lm|image`: flags -> LMRunSpec/ImageRunSpec + TrainConfig -> archlab.train.runs."""
+"""`archlab train lm|image`: flags generated from the run specs, the model configs and TrainConfig;
+recipe defaults layered under what the user typed (archlab.train.recipes); then archlab.train.runs.
+"""
 
 from __future__ import annotations
 
@@ -6,196 +8,150 @@ import argparse
 import dataclasses
 import json
 import os
+import typing
 
+from archlab.commands.flags import add_dataclass_flags, given_fields, parse_value
 from archlab.errors import ArchlabError
 
-_TRAIN_FLAGS = {  # flag -> (TrainConfig field, type, help)
-    "--max-steps": ("max_steps", int, "optimizer steps (also the cosine length)"),
-    "--max-time": ("max_time", float, "wall-clock budget in SECONDS (lr decays by time too)"),
-    "--batch-size": (
-        "batch_size",
-        int,
-        "global micro-batch (sequences or images), split over ranks",
-    ),
-    "--grad-accum": ("grad_accum", int, "micro-batches per optimizer step"),
-    "--lr": ("lr", float, "peak learning rate"),
-    "--min-lr": ("min_lr", float, "final learning rate (default lr/10)"),
-    "--optimizer": ("optimizer", str, "adamw (default) or sgd"),
-    "--momentum": ("momentum", float, "SGD momentum (default 0: plain SGD)"),
-    "--weight-decay": (
-        "weight_decay",
-        float,
-        "weight decay on matrices (default 0.1 for AdamW, decoupled; 0 for SGD)",
-    ),
-    "--schedule": ("schedule", str, "lr decay after warmup: cosine, linear or constant"),
-    "--warmup": ("warmup_steps", int, "linear warmup steps"),
-    "--grad-clip": ("grad_clip", float, "max gradient L2 norm"),
-    "--precision": ("precision", str, "fp32 or bf16 (autocast)"),
-    "--eval-interval": (
-        "eval_interval",
-        int,
-        "steps between full-pass evaluations (0: at the end)",
-    ),
-    "--checkpoint-interval": ("checkpoint_interval", int, "steps between checkpoints"),
-    "--log-interval": ("log_interval", int, "steps between metric lines"),
-    "--seed": ("seed", int, "seed of initial weights, data order, dropout"),
-    "--device": ("device", str, "auto, cpu or cuda"),
-}
-_MODEL_FLAGS = {  # flag -> (model config field, type)
-    "--layers": ("layers", int),
-    "--heads": ("heads", int),
-    "--d-model": ("d_model", int),
-    "--d-ff": ("d_ff", int),
-    "--dropout": ("dropout", float),
-    "--patch-size": ("patch_size", int),
-    "--mlp-ratio": ("mlp_ratio", float),
-    "--pool": ("pool", str),
-    "--patch-tokenizer": ("tokenizer", str),
-    "--lsa": ("lsa", bool),
-    "--channels": ("channels", lambda s: tuple(int(c) for c in s.split(","))),
-}
-_LM_MODEL = ("--layers", "--heads", "--d-model", "--d-ff", "--dropout")
-_IMAGE_MODEL = (
-    "--layers",
-    "--heads",
-    "--d-model",
-    "--dropout",
-    "--patch-size",
-    "--mlp-ratio",
-    "--pool",
-    "--patch-tokenizer",
-    "--lsa",
-    "--channels",
-)
+# Model config fields the data decides (never flags): vocabulary, context (--block-size is the run
+# spec's), image shape and classes.
+_DATA_FIELDS = {"vocab_size", "block_size", "image_size", "in_channels", "num_classes"}
+_MODEL_FLAG = {"tokenizer": "--patch-tokenizer"}  # ViT's field; --tokenizer is the LM's text one
+_DISTILL = ("distill", "distill_alpha", "distill_tau")
 
 
-def _common(p: argparse.ArgumentParser, model_flags: tuple[str, ...], arch_help: str) -> None:
+def _model_fields(task: str) -> dict[str, tuple[typing.Any, list[str]]]:
+    """{field: (type, [architectures that have it])} over every registered ``task`` model."""
+    from archlab.models import list_models
+    from archlab.models.registry import get_spec
+
+    out: dict[str, tuple[typing.Any, list[str]]] = {}
+    for name in list_models(task):
+        spec = get_spec(name)
+        if spec.base:  # presets share their architecture's fields
+            continue
+        hints = typing.get_type_hints(spec.config_cls)
+        for f in dataclasses.fields(spec.config_cls):
+            if f.name not in _DATA_FIELDS:
+                out.setdefault(f.name, (hints[f.name], []))[1].append(name)
+    return out
+
+
+def _add_model_flags(g: argparse._ArgumentGroup, task: str) -> list[str]:
+    from archlab.commands.flags import _unwrap
+
+    fields = _model_fields(task)
+    for name, (tp, archs) in sorted(fields.items()):
+        flag = _MODEL_FLAG.get(name, "--" + name.replace("_", "-"))
+        help_ = f"model config field {name} ({', '.join(archs)})"
+        if _unwrap(tp)[0] is bool:
+            g.add_argument(
+                flag,
+                dest=f"model.{name}",
+                default=None,
+                action=argparse.BooleanOptionalAction,
+                help=help_,
+            )
+        else:
+            g.add_argument(
+                flag,
+                dest=f"model.{name}",
+                default=None,
+                metavar="VALUE",
+                type=lambda s, tp=tp, flag=flag: parse_value(s, tp, flag),
+                help=help_,
+            )
+    return list(fields)
+
+
+def _recipes_epilog(task: str) -> str:
+    from archlab.train.recipes import RECIPES
+
+    lines = ["recipes (--arch NAME, or the architecture on the data it was tuned on):"]
+    for r in RECIPES.values():
+        if r.task == task:
+            budget = ", ".join(f"{k} {v}" for k, v in r.budget.items())
+            lines.append(f"  {r.name}: {', '.join(r.datasets)}; budget {budget}. {r.measured}")
+    return "\n".join(lines)
+
+
+def _subcommand(tsub, task: str) -> None:
+    from archlab.train.config import TrainConfig
+    from archlab.train.runs import ImageRunSpec, LMRunSpec
+
+    spec_cls = LMRunSpec if task == "lm" else ImageRunSpec
+    what = "next-token language model" if task == "lm" else "image classifier"
+    p = tsub.add_parser(
+        task,
+        help=f"{what} ({'rnn, lstm, gru, gpt' if task == 'lm' else 'cnn, resnet, vit, mlp'})",
+        epilog=_recipes_epilog(task),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    arch_help = dataclasses.fields(spec_cls)[0].metadata["help"]
     p.add_argument("--arch", required=True, help=arch_help)
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="new or empty run directory")
     p.add_argument(
         "--resume", action="store_true", help="continue the run in RUN_DIR (or start it if new)"
     )
-    p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    for flag in model_flags:
-        field, typ = _MODEL_FLAGS[flag]
-        if typ is bool:  # --lsa / --no-lsa; absent keeps the arch's or preset's default
-            p.add_argument(
-                flag, action=argparse.BooleanOptionalAction, help=f"model config field {field}"
-            )
-        else:
-            p.add_argument(flag, type=typ, help=f"model config field {field}")
-    for flag, (_, typ, help_) in _TRAIN_FLAGS.items():
-        choices = {
-            "--precision": ["fp32", "bf16"],
-            "--device": ["auto", "cpu", "cuda"],
-            "--optimizer": ["adamw", "sgd"],
-            "--schedule": ["cosine", "linear", "constant"],
-        }.get(flag)
-        p.add_argument(flag, type=typ, help=help_, choices=choices)
+    spec_flags = add_dataclass_flags(
+        p.add_argument_group("data"), spec_cls, skip={"arch", "model"}, dest_prefix="spec."
+    )
+    model_fields = _add_model_flags(
+        p.add_argument_group("model (fields of the chosen architecture's config)"), task
+    )
+    train_flags = add_dataclass_flags(
+        p.add_argument_group("training (archlab.train.TrainConfig)"),
+        TrainConfig,
+        task=task,
+        dest_prefix="train.",
+    )
+    p.set_defaults(
+        func=_train, _spec=list(spec_flags), _model=model_fields, _trainf=list(train_flags)
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a language model or an image classifier")
     tsub = p.add_subparsers(dest="what", metavar="{lm,image}")
     tsub.required = True
-    lm = tsub.add_parser("lm", help="next-token language model (rnn, lstm, gru, gpt)")
-    _common(lm, _LM_MODEL, "rnn, lstm, gru, gpt, or a preset (gpt-nano, lstm-wt2, lstm-char)")
-    lm.add_argument(
-        "--data", help="corpus name (tinyshakespeare, wikitext2, pydoc) or text file/folder"
-    )
-    lm.add_argument("--tokenizer", choices=["char", "word", "bpe"], default="char")
-    lm.add_argument("--vocab-size", type=int, help="BPE vocabulary size / word vocabulary cap")
-    lm.add_argument("--block-size", type=int, default=64, help="GPT context = RNN BPTT length")
-    lm.add_argument("--eval-stride", type=int, help="GPT eval window stride (default: block size)")
-    lm.add_argument(
-        "--tie-weights",
-        action=argparse.BooleanOptionalAction,
-        help="decoder shares the embedding (Press & Wolf 2017; default: the arch's or preset's)",
-    )
-    lm.add_argument(
-        "--forget-bias", type=float, help="lstm: forget-gate bias at init (Gers et al. 2000)"
-    )
-    lm.set_defaults(func=_train)
-    im = tsub.add_parser("image", help="image classifier (cnn, resnet, vit, mlp)")
-    _common(im, _IMAGE_MODEL, "cnn, resnet, vit, mlp, or a preset (cnn-fmnist, vit-fmnist, ...)")
-    im.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist, cifar10, digits")
-    im.add_argument("--train-size", type=int, help="deterministic stratified subset of N images")
-    im.add_argument(
-        "--val-size",
-        type=int,
-        help="images held out of train for val (default: min(5000, 10%% of train))",
-    )
-    im.add_argument("--label-smoothing", type=float, help="label smoothing in [0, 1)")
-    im.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
-    im.add_argument(
-        "--teacher",
-        metavar="RUN_DIR",
-        help="distil from this trained image run (same data and val split; DeiT / Hinton 2015)",
-    )
-    im.add_argument(
-        "--distill", choices=["hard", "soft"], default="hard", help="distillation loss (hard: DeiT)"
-    )
-    im.add_argument(
-        "--distill-alpha", type=float, default=0.5, help="weight of the teacher's term, in [0, 1]"
-    )
-    im.add_argument("--distill-tau", type=float, default=1.0, help="soft distillation temperature")
-    im.set_defaults(func=_train)
+    _subcommand(tsub, "lm")
+    _subcommand(tsub, "image")
 
 
 def _train(args: argparse.Namespace) -> int:
     from archlab.train.distributed import shutdown_distributed
+    from archlab.train.recipes import resolve_run
     from archlab.train.runs import ImageRunSpec, LMRunSpec, train_image, train_lm
     from archlab.train.trainer import TrainConfig
 
-    def given(flags, table) -> dict:  # only what the user typed; the rest keeps its default
-        return {
-            table[f][0]: v
-            for f in flags
-            if (v := getattr(args, f[2:].replace("-", "_"), None)) is not None
-        }
-
-    train = given(_TRAIN_FLAGS, _TRAIN_FLAGS)
-    if getattr(args, "label_smoothing", None) is not None:
-        train["label_smoothing"] = args.label_smoothing
+    task = args.what
+    spec_cls = LMRunSpec if task == "lm" else ImageRunSpec
+    flags = {
+        "spec": given_fields(args, args._spec, "spec."),
+        "model": given_fields(args, args._model, "model."),
+        "train": given_fields(args, args._trainf, "train."),
+    }
+    if task == "image" and "teacher" not in flags["spec"]:
+        extra = [f"--{k.replace('_', '-')}" for k in _DISTILL if k in flags["spec"]]
+        if extra:
+            raise ArchlabError(f"{', '.join(extra)} needs --teacher RUN_DIR (nothing to distil)")
+    data = flags["spec"].get("data", spec_cls.__dataclass_fields__["data"].default)
     ok = False
     try:
-        config = TrainConfig(**train, compile=args.compile, progress=not args.no_progress)
-        if args.what == "lm":
-            model = given(_LM_MODEL, _MODEL_FLAGS)
-            for name in ("tie_weights", "forget_bias"):
-                if getattr(args, name) is not None:
-                    model[name] = getattr(args, name)
-            spec = LMRunSpec(
-                args.arch,
-                args.data,
-                args.tokenizer,
-                args.vocab_size,
-                args.block_size,
-                model,
-                args.eval_stride,
-            )
-            result = train_lm(spec, config, args.out, resume=args.resume)
-        else:
-            model = given(_IMAGE_MODEL, _MODEL_FLAGS)
-            if "channels" in model and args.arch.startswith(("resnet", "mlp", "preresnet")):
-                model["widths" if args.arch.startswith(("resnet", "preresnet")) else "hidden"] = (
-                    model.pop("channels")
-                )
-            spec = ImageRunSpec(
-                args.arch,
-                args.data,
-                args.train_size,
-                args.val_size,
-                args.augment,
-                model,
-                teacher=args.teacher,
-                distill=args.distill,
-                distill_alpha=args.distill_alpha,
-                distill_tau=args.distill_tau,
-            )
-            result = train_image(spec, config, args.out, resume=args.resume)
+        res = resolve_run(task, args.arch, data, flags, _defaults(spec_cls, args.arch))
+        spec = spec_cls(arch=res.arch, model=res.model, **res.spec)
+        config = TrainConfig(**res.train)
+        provenance = {"recipe": res.recipe, "origins": res.origins}
+        run = train_lm if task == "lm" else train_image
+        result = run(
+            spec,
+            config,
+            args.out,
+            resume=args.resume,
+            provenance=provenance,
+            epochs=res.budget.get("epochs"),
+        )
         ok = True
     except ArchlabError:
         raise
@@ -207,7 +163,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "history"}
     if args.json:
-        print(json.dumps({"run_dir": args.out, **summary}))
+        print(json.dumps({"run_dir": args.out, "recipe": res.recipe, **summary}))
         return 0
     ev = result.eval
     val = f"val loss {ev['loss']:.4f}" if "loss" in ev else "no eval"
@@ -216,8 +172,23 @@ def _train(args: argparse.Namespace) -> int:
     if "accuracy" in ev:
         val += f", accuracy {ev['accuracy']:.2%}"
     train = f"train loss {result.train_loss:.4f}, " if result.train_loss is not None else ""
+    recipe = f" (recipe {res.recipe})" if res.recipe else ""
     print(
         f"step {result.step}: {train}{val}; {result.units_per_s:,.0f} {result.unit}/s, "
-        f"{result.elapsed_s:.1f} s; run saved in {args.out}"
+        f"{result.elapsed_s:.1f} s; run saved in {args.out}{recipe}"
     )
     return 0
+
+
+def _defaults(spec_cls: type, arch: str) -> dict[str, dict[str, typing.Any]]:
+    """Every value before recipe and flags, for the origins record: the dataclass defaults."""
+    from archlab.train.config import TrainConfig
+
+    def plain(cls: type, skip: set[str]) -> dict[str, typing.Any]:
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in skip and f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+        return out
+
+    return {"spec": plain(spec_cls, {"arch", "model"}), "train": plain(TrainConfig, set())}

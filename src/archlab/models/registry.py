@@ -29,6 +29,7 @@ class ModelSpec:
     build: Callable[[Any], nn.Module]
     task: str  # "lm" or "image"
     defaults: dict[str, Any] = field(default_factory=dict)  # preset overrides
+    base: str = ""  # the architecture a preset builds on ("gpt" for "gpt-nano"); "" otherwise
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -49,7 +50,9 @@ def register_model(name: str, config_cls: type, task: str) -> Callable:
 def register_preset(name: str, base: str, **overrides: Any) -> None:
     """Register ``name`` as ``base`` with default overrides (users can still override them)."""
     spec = _REGISTRY[base]
-    _REGISTRY[name] = dataclasses.replace(spec, name=name, defaults={**spec.defaults, **overrides})
+    _REGISTRY[name] = dataclasses.replace(
+        spec, name=name, defaults={**spec.defaults, **overrides}, base=spec.base or base
+    )
 
 
 def list_models(task: str | None = None) -> list[str]:

@@ -1,53 +1,82 @@
-"""TrainConfig: every setting that decides a training trajectory (plain, validated data)."""
+"""TrainConfig: every setting that decides a training trajectory (plain, validated data).
+
+Each field's help text lives here, in its ``metadata`` (``help``, and where useful ``flag``,
+``choices``, ``tasks``); ``archlab train`` generates its flags from these fields, so a field
+without a flag cannot exist (see :mod:`archlab.commands.flags`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["TrainConfig", "fold_seed"]
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass
 class TrainConfig:
     """Everything that decides a training trajectory; plain data, validated, JSON-serializable."""
 
-    max_steps: int = 1000  # optimizer steps; also the length of the cosine schedule
-    # Wall-clock budget in seconds: stops early, and the cosine follows max(step, time) progress,
-    # so a run with max_time depends on the machine's speed (not bit-reproducible by design).
-    max_time: float | None = None
-    batch_size: int = 32  # global micro-batch in rows (sequences or images), split over ranks
-    grad_accum: int = 1  # micro-batches per optimizer step: global batch = batch_size * grad_accum
-    lr: float = 1e-3  # peak learning rate
-    min_lr: float | None = None  # end of the cosine; default lr / 10 (Chinchilla, Hoffmann et al.)
-    # "adamw" (Loshchilov & Hutter 2019) | "sgd" (plain or heavy-ball SGD, pytorch/examples'
-    # word_language_model recipe: lr 20, clip 0.25; measured best for the WikiText-2 LSTM here).
-    optimizer: str = "adamw"
-    # Only on matrices, see param_groups(). None: 0.1 for AdamW (decoupled) and 0 for SGD, where
-    # torch's weight_decay is an L2 term scaled by the lr (at lr 20, 0.1 would wipe the weights).
-    weight_decay: float | None = None
-    momentum: float = 0.0  # SGD only
-    betas: tuple[float, float] = (0.9, 0.95)  # AdamW only
-    eps: float = 1e-8  # AdamW only
-    warmup_steps: int = 0
-    schedule: str = "cosine"  # "cosine" | "linear" (decay to min_lr) | "constant"
-    grad_clip: float | None = 1.0  # max global L2 norm of the gradient; None = no clipping
-    precision: str = "fp32"  # "fp32" | "bf16" (autocast; weights and optimizer stay fp32)
-    eval_interval: int = 0  # steps between full-pass evaluations; 0 = only at the end
-    checkpoint_interval: int | None = None  # default: eval_interval; always at the end
-    log_interval: int = 10  # steps between metric lines (the only host syncs in the loop)
-    seed: int = 1337
-    label_smoothing: float = 0.0  # classification tasks (Szegedy et al. 2016, sec. 7)
-    compile: bool = False  # torch.compile the training forward
-    device: str = "auto"  # "auto" | "cpu" | "cuda"
-    progress: bool = True  # tqdm bar on rank 0
+    max_steps: int | None = _f(
+        1000,
+        "optimizer steps; also the length of the lr schedule. 'none' (or giving only "
+        "--max-time) means no step cap: the wall-clock budget alone ends the run",
+    )
+    # Wall-clock budget: stops early, and the schedule follows max(step, time) progress, so a
+    # run with max_time depends on the machine's speed (not bit-reproducible by design).
+    max_time: float | None = _f(
+        None, "wall-clock budget in SECONDS; the lr schedule decays by time too", metavar="S"
+    )
+    batch_size: int = _f(32, "global micro-batch in rows (sequences or images), split over ranks")
+    grad_accum: int = _f(1, "micro-batches per optimizer step (global batch = batch x accum)")
+    lr: float = _f(1e-3, "peak learning rate")
+    # End of the decay; default lr / 10 (Chinchilla, Hoffmann et al. 2022).
+    min_lr: float | None = _f(None, "final learning rate (default lr/10)")
+    # AdamW (Loshchilov & Hutter 2019) or plain / heavy-ball SGD (pytorch/examples'
+    # word_language_model recipe; measured best for one epoch of the WikiText-2 LSTM here).
+    optimizer: str = _f("adamw", "optimizer", choices=("adamw", "sgd"))
+    # Only on matrices, see optim.param_groups. None: 0.1 for AdamW (decoupled) and 0 for SGD,
+    # where torch's weight_decay is an L2 term scaled by the lr (at lr 20, 0.1 would wipe weights).
+    weight_decay: float | None = _f(
+        None, "weight decay on matrices (default 0.1 for AdamW, decoupled; 0 for SGD)"
+    )
+    momentum: float = _f(0.0, "SGD momentum (0: plain SGD)")
+    betas: tuple[float, float] = _f((0.9, 0.95), "AdamW betas, as B1,B2", metavar="B1,B2")
+    eps: float = _f(1e-8, "AdamW epsilon")
+    warmup_steps: int = _f(0, "linear warmup steps", flag="--warmup")
+    schedule: str = _f("cosine", "lr decay after warmup", choices=("cosine", "linear", "constant"))
+    grad_clip: float | None = _f(1.0, "max global L2 norm of the gradient ('none': no clipping)")
+    # auto: bf16 only where it is measured faster on this device (archlab.hardware); resolved
+    # before training, so a stored config always holds fp32 or bf16.
+    precision: str = _f(
+        "auto",
+        "autocast precision: auto (bf16 only where measured faster here), fp32 or bf16",
+        choices=("auto", "fp32", "bf16"),
+    )
+    eval_interval: int = _f(0, "steps between full-pass evaluations (0: at the end only)")
+    checkpoint_interval: int | None = _f(
+        None, "steps between checkpoints (default: eval interval; always at the end)"
+    )
+    log_interval: int = _f(10, "steps between metric lines (the only host syncs in the loop)")
+    seed: int = _f(1337, "seed of initial weights, data order and dropout")
+    label_smoothing: float = _f(
+        0.0, "label smoothing in [0, 1) (Szegedy et al. 2016 sec. 7)", tasks=("image",)
+    )
+    compile: bool = _f(False, "torch.compile the training forward")
+    device: str = _f("auto", "device", choices=("auto", "cpu", "cuda"))
+    # None: the number of physical cores (archlab.hardware.physical_cores).
+    threads: int | None = _f(None, "torch intra-op threads (default: physical cores)")
+    progress: bool = _f(True, "progress bar on a terminal")
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         ints = {
-            "max_steps": 1,
             "batch_size": 1,
             "grad_accum": 1,
             "warmup_steps": 0,
@@ -58,19 +87,27 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= {lo}, got {v!r}")
-        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
-            raise ValueError("TrainConfig.checkpoint_interval must be >= 1 or None")
-        if self.max_time is not None and not self.max_time > 0:
+        for name in ("max_steps", "checkpoint_interval", "threads"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 1 or None, got {v!r}")
+        if self.max_time is not None and not (self.max_time > 0 and math.isfinite(self.max_time)):
             raise ValueError(f"TrainConfig.max_time must be > 0 seconds, got {self.max_time}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr}")
+        if self.max_steps is None and self.max_time is None:
+            raise ValueError("TrainConfig: give max_steps or max_time (or both); neither is set")
+        for name in ("lr", "eps"):
+            v = getattr(self, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"TrainConfig.{name} must be a positive number, got {v}")
         if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"TrainConfig.min_lr must be in [0, lr], got {self.min_lr}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(
                 f"TrainConfig.optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}"
             )
-        if self.weight_decay is not None and not self.weight_decay >= 0:
+        if self.weight_decay is not None and not (
+            self.weight_decay >= 0 and math.isfinite(self.weight_decay)
+        ):
             raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"TrainConfig.momentum must be in [0, 1), got {self.momentum}")
@@ -81,11 +118,13 @@ class TrainConfig:
                 f"TrainConfig.schedule must be 'cosine', 'linear' or 'constant', "
                 f"got {self.schedule!r}"
             )
-        if self.grad_clip is not None and not self.grad_clip > 0:
+        if self.grad_clip is not None and not (
+            self.grad_clip > 0 and math.isfinite(self.grad_clip)
+        ):
             raise ValueError(f"TrainConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
-        if self.precision not in ("fp32", "bf16"):
+        if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(
-                f"TrainConfig.precision must be 'fp32' or 'bf16', got {self.precision!r}"
+                f"TrainConfig.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}"
             )
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(

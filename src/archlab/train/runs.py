@@ -50,48 +50,82 @@ _RESUMABLE = {
     "checkpoint_interval",
     "log_interval",
     "progress",
+    "threads",
 }
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass
 class LMRunSpec:
-    """What a language-model run trains on and with which model."""
+    """What a language-model run trains on and with which model (help text: ``archlab train``)."""
 
-    arch: str  # a registered LM: rnn, lstm, gru, gpt (or a preset)
-    data: str | None = None  # corpus name or path; None: Tiny Shakespeare if present, else pydoc
-    tokenizer: str = "char"  # char | word | bpe
-    vocab_size: int | None = None  # bpe vocabulary / word vocabulary cap
-    block_size: int = 64  # GPT context = RNN BPTT length (tokens)
-    model: dict[str, Any] = field(default_factory=dict)  # layers, heads, d_model, d_ff, dropout...
-    eval_stride: int | None = None  # training-time eval stride for the GPT; None: block_size
+    arch: str = _f("gpt", "rnn, lstm, gru, gpt, or a preset/recipe (gpt-nano, lstm-char, lstm-wt2)")
+    data: str | None = _f(
+        None,
+        "corpus: tinyshakespeare (ships with archlab), wikitext2, pydoc, or a text file/folder "
+        "(default: tinyshakespeare)",
+    )
+    tokenizer: str = _f("char", "tokenizer", choices=("char", "word", "bpe"))
+    vocab_size: int | None = _f(None, "BPE vocabulary size / word vocabulary cap (bpe, word)")
+    # GPT context = RNN BPTT length; None: the model preset's block_size, else 64.
+    block_size: int | None = _f(None, "GPT context = RNN BPTT length in tokens (default: 64)")
+    model: dict[str, Any] = _f({}, "model config overrides", cli=False)
+    eval_stride: int | None = _f(
+        None, "GPT evaluation window stride in tokens (default: block size); GPT only"
+    )
 
     def __post_init__(self) -> None:
-        if self.block_size < 1:
-            raise ArchlabError(f"block size must be >= 1, got {self.block_size}")
+        if self.block_size is not None and self.block_size < 1:
+            raise ArchlabError(f"--block-size must be >= 1, got {self.block_size}")
         if self.tokenizer not in ("char", "word", "bpe"):
             raise ArchlabError(f"unknown tokenizer {self.tokenizer!r}; use char, word or bpe")
         if self.vocab_size is not None and self.vocab_size < 1:
-            raise ArchlabError(f"vocab size must be >= 1, got {self.vocab_size}")
+            raise ArchlabError(f"--vocab-size must be >= 1, got {self.vocab_size}")
+        if self.vocab_size is not None and self.tokenizer == "char":
+            raise ArchlabError(
+                "--vocab-size has no effect with --tokenizer char (the vocabulary is the text's "
+                "characters); use --tokenizer bpe or word"
+            )
+        if self.eval_stride is not None and self.eval_stride < 1:
+            raise ArchlabError(f"--eval-stride must be >= 1, got {self.eval_stride}")
 
 
 @dataclass
 class ImageRunSpec:
     """What an image-classification run trains on and with which model."""
 
-    arch: str  # a registered image model: cnn, resnet, vit, mlp (or a preset)
-    data: str = "fashion-mnist"
-    train_size: int | None = None  # a deterministic stratified subset of the train split
+    arch: str = _f("cnn", "cnn, resnet, vit, mlp, or a preset/recipe (cnn-fmnist, vit-fmnist, ...)")
+    data: str = _f(
+        "fashion-mnist",
+        "fashion-mnist, fashion-mnist-subset (ships with archlab), mnist or cifar10",
+    )
+    train_size: int | None = _f(None, "train on a deterministic stratified subset of N images")
     # Images carved from the official train set for validation; None: min(5000, 10% of train).
-    val_size: int | None = None
-    augment: bool = True  # random crop (+ flips where they keep the label), train only
-    model: dict[str, Any] = field(default_factory=dict)
+    val_size: int | None = _f(
+        None, "images held out of train for validation (default: min(5000, 10%% of train))"
+    )
+    augment: bool = _f(True, "random crop (+ flips where they keep the label), train only")
+    model: dict[str, Any] = _f({}, "model config overrides", cli=False)
     # Knowledge distillation (archlab.train.distill): a trained image run as teacher.
-    teacher: str | None = None
-    distill: str = "hard"  # "hard" (DeiT) | "soft" (Hinton et al. 2015)
-    distill_alpha: float = 0.5  # weight of the teacher's term
-    distill_tau: float = 1.0  # soft distillation's temperature
+    teacher: str | None = _f(
+        None,
+        "distil from this trained image run (same data and val split; DeiT / Hinton 2015)",
+        metavar="RUN_DIR",
+    )
+    distill: str = _f("hard", "distillation loss (hard: DeiT)", choices=("hard", "soft"))
+    distill_alpha: float = _f(0.5, "weight of the teacher's term, in [0, 1]")
+    distill_tau: float = _f(1.0, "soft distillation temperature")
 
     def __post_init__(self) -> None:
+        if self.val_size is not None and self.val_size < 1:
+            raise ArchlabError(
+                f"--val-size must be >= 1 (a run needs validation images), got {self.val_size}"
+            )
         if self.teacher is not None:
             check_distill_args(self.distill, self.distill_alpha, self.distill_tau)
             self.teacher = str(Path(self.teacher).resolve())  # a resume may run from elsewhere
@@ -112,6 +146,33 @@ def _environment(dist: DistInfo) -> dict[str, Any]:
     }
 
 
+def _hardware(config: TrainConfig, dist: DistInfo) -> tuple[TrainConfig, dict[str, Any]]:
+    """Resolve ``precision="auto"`` and the thread count for this device; what was asked for and
+    why each value was chosen go to resolved_config.json."""
+    from archlab.hardware import attention_path, capabilities, physical_cores, resolve_precision
+
+    dev = torch.device(dist.device)
+    precision, why = resolve_precision(config.precision, dev)
+    threads = config.threads
+    if threads is None:  # physical cores, shared by the ranks of one machine
+        threads = max(1, physical_cores() // max(1, dist.local_world))
+    caps = capabilities(dev)
+    info = {
+        "requested": {"precision": config.precision, "threads": config.threads},
+        "precision": {"resolved": precision, "why": why},
+        "threads": threads,
+        "attention_path": {
+            "fp32": attention_path(torch.float32, dev.type),
+            "bf16": attention_path(torch.bfloat16, dev.type),
+        },
+        "bf16_rnn_kernel": caps.bf16_rnn,
+        "capabilities": caps.to_dict(),
+    }
+    if precision == "bf16" and dev.type == "cpu" and not caps.bf16_rnn:
+        info["note"] = "recurrent kernels (LSTM/GRU/RNN) stay in fp32: no bf16 kernel on this CPU"
+    return dataclasses.replace(config, precision=precision, threads=threads), info
+
+
 def _resolve_resume(
     out: Path, spec: Any, config: TrainConfig, task: str
 ) -> tuple[Any, TrainConfig]:
@@ -120,8 +181,11 @@ def _resolve_resume(
     if saved.get("task") != task:
         raise ArchlabError(f"{out} holds a {saved.get('task')} run, not a {task} run")
     spec_cls = type(spec)
-    saved_spec = spec_cls(**saved["spec"])
-    saved_cfg = TrainConfig(**saved["train"])
+    try:
+        saved_spec = spec_cls(**saved["spec"])
+        saved_cfg = TrainConfig(**saved["train"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArchlabError(f"{out}/config.json does not describe a {task} run ({e})") from None
     for name, new, old in (
         *(
             (f.name, getattr(spec, f.name), getattr(saved_spec, f.name))
@@ -153,6 +217,30 @@ def _start(out: str | os.PathLike, resume: bool, dist: DistInfo) -> tuple[Path, 
     return p, resume and has_checkpoint(p)
 
 
+class _Threads:
+    """``torch.set_num_threads(n)`` inside, the caller's count restored after."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.prev = n, torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.set_num_threads(self.prev)
+
+
+def _steps_for_epochs(task: Any, epochs: float, grad_accum: int) -> int:
+    """Optimizer steps in ``epochs`` passes over the training split (whole batches only)."""
+    if getattr(task, "stateful", False):
+        per_epoch = task.chunks_per_epoch
+    elif hasattr(task, "batches_per_epoch"):
+        per_epoch = task.batches_per_epoch
+    else:
+        per_epoch = task.splits["train"].numel() // (task.B * task.T)
+    return max(1, int(epochs * per_epoch) // grad_accum)
+
+
 def _run(
     model: torch.nn.Module,
     task: Any,
@@ -162,16 +250,22 @@ def _run(
     resuming: bool,
     dist: DistInfo,
     callbacks: list[Callback],
+    provenance: dict[str, Any] | None,
+    hardware: dict[str, Any],
 ) -> TrainResult:
     if dist.is_main:
         if not resuming:  # a run that died before its first checkpoint starts its log afresh
             (out / "metrics.jsonl").unlink(missing_ok=True)
+        train = config.to_dict()
         write_json_atomic(
             out / "resolved_config.json",
             {
                 "format": RUN_FORMAT,
                 **meta,
-                "train": config.to_dict(),
+                "train": train,
+                "requested": hardware["requested"],
+                **(provenance or {}),
+                "hardware": hardware,
                 "resumed": resuming,
                 "environment": _environment(dist),
             },
@@ -191,67 +285,101 @@ def train_lm(
     *,
     resume: bool = False,
     callbacks: list[Callback] | None = None,
+    provenance: dict[str, Any] | None = None,
+    epochs: float | None = None,
 ) -> TrainResult:
-    """Train a language model into run directory ``out`` (see module doc for ``resume``)."""
+    """Train a language model into run directory ``out`` (see module doc for ``resume``).
+
+    ``provenance`` (the recipe and each value's origin, from :func:`archlab.train.recipes.
+    resolve_run`) is stored in resolved_config.json; ``epochs`` sets ``max_steps`` to that many
+    passes over the training tokens once they are known (a recipe's budget).
+    """
     from archlab.data import encode_corpus, fit_tokenizer, load_tokenizer, resolve_corpus
     from archlab.models import get_spec, make_config
 
-    if get_spec(spec.arch).task != "lm":
+    arch = get_spec(spec.arch)
+    if arch.task != "lm":
         raise ArchlabError(f"{spec.arch!r} is not a language model")
+    if spec.eval_stride is not None and arch.config_cls.__name__ != "GPTConfig":
+        raise ArchlabError(
+            "--eval-stride applies to GPT runs only (a recurrent model is evaluated statefully "
+            "over the whole text)"
+        )
     if spec.data is not None and Path(spec.data).exists():  # a path: absolute, for eval/resume
         spec = dataclasses.replace(spec, data=str(Path(spec.data).resolve()))
     dist = init_distributed(config.device)
     out, resuming = _start(out, resume, dist)
     if resuming:
         spec, config = _resolve_resume(out, spec, config, "lm")
-    corpus, notice = resolve_corpus(spec.data)
-    if notice:
-        log.warning("%s", notice)
-    tok_path = out / "tokenizer.json"
-    if not resuming and dist.is_main:
-        kw = {"vocab_size": spec.vocab_size} if spec.tokenizer == "bpe" and spec.vocab_size else {}
-        if spec.tokenizer == "word":
-            kw = {"max_vocab": spec.vocab_size}
-        fit_tokenizer(spec.tokenizer, corpus, **kw).save(tok_path)
-    dist.barrier()
-    tok = load_tokenizer(tok_path)  # every rank uses the saved file: one tokenizer, by bytes
-    streams = encode_corpus(corpus, tok)
-    over = dict(spec.model, vocab_size=tok.vocab_size)
-    if "block_size" in {f.name for f in dataclasses.fields(get_spec(spec.arch).config_cls)}:
-        over["block_size"] = spec.block_size
-    mcfg = make_config(spec.arch, **over)
-    torch.manual_seed(config.seed)  # initial weights: a function of the seed alone
-    model = get_spec(spec.arch).build(mcfg)
-    task = LMTask(
-        streams.train,
-        streams.val,
-        streams.test,
-        block_size=spec.block_size,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        stateful=is_stateful(model),
-        eval_stride=spec.eval_stride,
-    )
-    meta = {
-        "task": "lm",
-        "model": {"name": spec.arch, "config": dataclasses.asdict(mcfg)},
-        "data": {
-            "corpus": corpus.name if notice or spec.data is None else spec.data,
-            "name": corpus.name,
-            "split": corpus.split,
-            "sources": list(corpus.sources),
-            "tokens": {k: int(streams.split(k).numel()) for k in ("train", "val", "test")},
-            "notice": notice,
-        },
-        "tokenizer": {
-            "kind": spec.tokenizer,
-            "vocab_size": tok.vocab_size,
-            "file": "tokenizer.json",
-        },
-        "eval": task.eval_protocol(),
-        "spec": dataclasses.asdict(spec),
-    }
-    return _run(model, task, config, out, meta, resuming, dist, list(callbacks or []))
+    config, hardware = _hardware(config, dist)
+    with _Threads(config.threads):
+        corpus, notice = resolve_corpus(spec.data)
+        if notice:
+            log.warning("%s", notice)
+        tok_path = out / "tokenizer.json"
+        if not resuming and dist.is_main:
+            kw = {}
+            if spec.tokenizer == "bpe" and spec.vocab_size:
+                kw = {"vocab_size": spec.vocab_size}
+            elif spec.tokenizer == "word":
+                kw = {"max_vocab": spec.vocab_size}
+            fit_tokenizer(spec.tokenizer, corpus, **kw).save(tok_path)
+        dist.barrier()
+        tok = load_tokenizer(tok_path)  # every rank uses the saved file: one tokenizer, by bytes
+        streams = encode_corpus(corpus, tok)
+        fields = {f.name for f in dataclasses.fields(arch.config_cls)}
+        if spec.block_size is None:  # the preset's context, else 64
+            spec = dataclasses.replace(spec, block_size=int(arch.defaults.get("block_size", 64)))
+        over = dict(spec.model, vocab_size=tok.vocab_size)
+        if "block_size" in fields:
+            over["block_size"] = spec.block_size
+        mcfg = make_config(spec.arch, **over)
+        torch.manual_seed(config.seed)  # initial weights: a function of the seed alone
+        model = arch.build(mcfg)
+        task = LMTask(
+            streams.train,
+            streams.val,
+            streams.test,
+            block_size=spec.block_size,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            stateful=is_stateful(model),
+            eval_stride=spec.eval_stride,
+        )
+        if epochs is not None and not resuming:
+            steps = _steps_for_epochs(task, epochs, config.grad_accum)
+            config = dataclasses.replace(config, max_steps=steps)
+        meta = {
+            "task": "lm",
+            "model": {"name": spec.arch, "config": dataclasses.asdict(mcfg)},
+            "data": {
+                "corpus": corpus.name if notice or spec.data is None else spec.data,
+                "name": corpus.name,
+                "split": corpus.split,
+                "sources": list(corpus.sources),
+                "tokens": {k: int(streams.split(k).numel()) for k in ("train", "val", "test")},
+                "notice": notice,
+            },
+            "tokenizer": {
+                "kind": spec.tokenizer,
+                "vocab_size": tok.vocab_size,
+                "file": "tokenizer.json",
+            },
+            "eval": task.eval_protocol(),
+            "spec": dataclasses.asdict(spec),
+        }
+        return _run(
+            model,
+            task,
+            config,
+            out,
+            meta,
+            resuming,
+            dist,
+            list(callbacks or []),
+            provenance,
+            hardware,
+        )
 
 
 def train_image(
@@ -261,8 +389,11 @@ def train_image(
     *,
     resume: bool = False,
     callbacks: list[Callback] | None = None,
+    provenance: dict[str, Any] | None = None,
+    epochs: float | None = None,
 ) -> TrainResult:
-    """Train an image classifier into run directory ``out`` (see module doc for ``resume``)."""
+    """Train an image classifier into run directory ``out`` (see module doc for ``resume``;
+    ``provenance`` and ``epochs`` as :func:`train_lm`)."""
     from archlab.data import augment_batch, load_image_dataset
     from archlab.models import get_spec, make_config
 
@@ -274,40 +405,63 @@ def train_image(
     out, resuming = _start(out, resume, dist)
     if resuming:
         spec, config = _resolve_resume(out, spec, config, "image")
-    ds = load_image_dataset(spec.data, val_size=spec.val_size, train_size=spec.train_size)
-    fields = {f.name for f in dataclasses.fields(get_spec(spec.arch).config_cls)}
-    shape = {"num_classes": ds.num_classes, "in_channels": ds.channels, "image_size": ds.image_size}
-    over = {**spec.model, **{k: v for k, v in shape.items() if k in fields}}  # data decides shape
-    mcfg = make_config(spec.arch, **over)
-    torch.manual_seed(config.seed)  # initial weights: a function of the seed alone
-    model = get_spec(spec.arch).build(mcfg)
-    pad, flip = ds.default_pad(), ds.flip_ok
+    config, hardware = _hardware(config, dist)
+    with _Threads(config.threads):
+        ds = load_image_dataset(spec.data, val_size=spec.val_size, train_size=spec.train_size)
+        fields = {f.name for f in dataclasses.fields(get_spec(spec.arch).config_cls)}
+        shape = {
+            "num_classes": ds.num_classes,
+            "in_channels": ds.channels,
+            "image_size": ds.image_size,
+        }
+        over = {**spec.model, **{k: v for k, v in shape.items() if k in fields}}  # data decides
+        mcfg = make_config(spec.arch, **over)
+        torch.manual_seed(config.seed)  # initial weights: a function of the seed alone
+        model = get_spec(spec.arch).build(mcfg)
+        pad, flip = ds.default_pad(), ds.flip_ok
 
-    def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return augment_batch(x, g, pad, flip)
+        def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+            return augment_batch(x, g, pad, flip)
 
-    distill, teacher = None, None
-    if spec.teacher is not None:  # one labelling pass before training (see train.distill)
-        logits, teacher = teacher_logits(spec.teacher, ds, config.precision)
-        distill = Distillation(logits, spec.distill, spec.distill_alpha, spec.distill_tau)
+        distill, teacher = None, None
+        if spec.teacher is not None:  # one labelling pass before training (see train.distill)
+            logits, teacher = teacher_logits(spec.teacher, ds, config.precision)
+            distill = Distillation(logits, spec.distill, spec.distill_alpha, spec.distill_tau)
 
-    task = ClassificationTask(
-        ds.split("train"),
-        ds.split("val"),
-        ds.split("test"),
-        batch_size=config.batch_size,
-        seed=config.seed,
-        mean=ds.mean,
-        std=ds.std,
-        augment=augment if spec.augment else None,
-        label_smoothing=config.label_smoothing,
-        distill=distill,
-    )
-    meta = {
-        "task": "image",
-        **({"teacher": teacher} if teacher else {}),
-        "model": {"name": spec.arch, "config": dataclasses.asdict(mcfg)},
-        "data": {**ds.describe(), "augment": {"pad": pad, "flip": flip} if spec.augment else None},
-        "spec": dataclasses.asdict(spec),
-    }
-    return _run(model, task, config, out, meta, resuming, dist, list(callbacks or []))
+        task = ClassificationTask(
+            ds.split("train"),
+            ds.split("val"),
+            ds.split("test"),
+            batch_size=config.batch_size,
+            seed=config.seed,
+            mean=ds.mean,
+            std=ds.std,
+            augment=augment if spec.augment else None,
+            label_smoothing=config.label_smoothing,
+            distill=distill,
+        )
+        if epochs is not None and not resuming:
+            steps = _steps_for_epochs(task, epochs, config.grad_accum)
+            config = dataclasses.replace(config, max_steps=steps)
+        meta = {
+            "task": "image",
+            **({"teacher": teacher} if teacher else {}),
+            "model": {"name": spec.arch, "config": dataclasses.asdict(mcfg)},
+            "data": {
+                **ds.describe(),
+                "augment": {"pad": pad, "flip": flip} if spec.augment else None,
+            },
+            "spec": dataclasses.asdict(spec),
+        }
+        return _run(
+            model,
+            task,
+            config,
+            out,
+            meta,
+            resuming,
+            dist,
+            list(callbacks or []),
+            provenance,
+            hardware,
+        )
