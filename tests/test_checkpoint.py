@@ -15,6 +15,7 @@ from archlab.data import build_tokenizer
 from archlab.errors import ArchlabError
 from archlab.models import create_model
 from archlab.train.checkpoint import (
+    has_checkpoint,
     load_training_state,
     prepare_run_dir,
     read_run_config,
@@ -118,17 +119,26 @@ def test_corrupt_checkpoint_is_a_one_line_error(damage, tmp_path):
     assert "\n" not in str(e.value) and str(tmp_path / "run") in str(e.value)
 
 
+def _snapshot(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
 def test_interrupted_checkpoint_rolls_back_or_forward(tmp_path):
-    """A crash before COMMIT leaves the previous checkpoint; after COMMIT the new one lands."""
+    """A crash before COMMIT leaves the previous checkpoint; after COMMIT the new one is what
+    readers see. Readers change nothing; the writer (a resumed run) finishes or discards."""
     model, tr = _train("gpt", tmp_path / "run", steps=4)
     run = tmp_path / "run"
+    old_weight = model.tok_emb.weight.detach().clone()
     # Crash mid-write (before COMMIT): half a new checkpoint sits in the temp dir.
     tmp = run / ".checkpoint.tmp"
     tmp.mkdir()
     (tmp / "model.safetensors").write_bytes(b"partial")
-    assert read_run_config(run)["step"] == 4 and not tmp.exists()
-    assert torch.equal(archlab.models.load(run).tok_emb.weight, model.tok_emb.weight)
-    # Crash after COMMIT, before the moves: the next reader completes them.
+    before = _snapshot(run)
+    assert read_run_config(run)["step"] == 4 and has_checkpoint(run)
+    assert torch.equal(archlab.models.load(run).tok_emb.weight, old_weight)
+    assert _snapshot(run) == before  # readers leave the directory alone
+    assert prepare_run_dir(run, resume=True) and not tmp.exists()  # the writer discards it
+    # Crash after COMMIT, during the moves: config.json (moved last) is still the old one.
     other = tmp_path / "other"
     other.mkdir()
     tr.step = 9
@@ -142,11 +152,54 @@ def test_interrupted_checkpoint_rolls_back_or_forward(tmp_path):
     for name in files:
         shutil.copy(other / name, tmp / name)
     (tmp / "COMMIT").write_text(json.dumps({"files": files}))
-    (run / "model.safetensors").write_bytes(b"torn")  # even a torn old file is replaced
-    assert read_run_config(run)["step"] == 9 and not tmp.exists()
+    (tmp / "model.safetensors").replace(run / "model.safetensors")  # the first move happened
+    before = _snapshot(run)
+    assert read_run_config(run)["step"] == 9
     fresh = create_model("gpt", **dataclasses.asdict(model.config))
     assert load_training_state(run, fresh, None)[0]["step"] == 9  # every file is from step 9
     assert torch.equal(archlab.models.load(run).tok_emb.weight, model.tok_emb.weight)
+    assert _snapshot(run) == before
+    assert prepare_run_dir(run, resume=True) and not tmp.exists()  # the writer rolls forward
+    assert json.loads((run / "config.json").read_text())["step"] == 9
+    assert torch.equal(archlab.models.load(run).tok_emb.weight, model.tok_emb.weight)
+
+
+def test_save_fsyncs_every_file_and_directory(tmp_path, monkeypatch):
+    """After save_checkpoint returns, the files and the renames are on disk: each file and both
+    directories (temp and run) are fsynced, the run dir after the last move."""
+    import os
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    _train("gpt", tmp_path / "run", steps=1)
+    run = str(tmp_path / "run")
+    tmp = run + "/.checkpoint.tmp"
+    for name in ("model.safetensors", "optimizer.safetensors", "state.safetensors", "config.json"):
+        assert f"{tmp}/{name}" in synced, name
+    assert tmp in synced and f"{tmp}/.COMMIT.tmp" in synced  # written, fsynced, renamed
+    assert synced[-1] == run  # the moves are durable before the temp dir goes
+
+
+def test_damaged_run_is_refused_not_restarted(tmp_path):
+    """A run with weights but no config.json (or the reverse) is neither resumable nor empty:
+    --resume must refuse it rather than train from scratch over what is left."""
+    _train("gpt", tmp_path / "run", steps=2)
+    (tmp_path / "run" / "resolved_config.json").write_text(json.dumps({"format": "archlab-run"}))
+    for missing in ("config.json", "model.safetensors"):
+        run = tmp_path / missing
+        shutil.copytree(tmp_path / "run", run)
+        (run / missing).unlink()
+        before = _snapshot(run)
+        with pytest.raises(ArchlabError, match="damaged checkpoint") as e:
+            prepare_run_dir(run, resume=True)
+        assert missing in str(e.value) and "\n" not in str(e.value)
+        assert _snapshot(run) == before
 
 
 def test_run_dir_never_overwrites_user_files(tmp_path):
@@ -244,3 +297,21 @@ def test_tied_weights_load_from_either_name(tmp_path):
     save_file(t, tmp_path / "model.safetensors", metadata={"archlab_step": "3"})
     with pytest.raises(ArchlabError, match="missing 2"):
         load_training_state(tmp_path, _FlatViews(), None)
+
+
+def test_models_import_nothing_from_train():
+    """Layering (data -> models -> train): ``import archlab.models`` (and its ``load``) must not
+    load the Trainer, DDP or any other part of archlab.train."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, archlab.models; archlab.models.load; "
+        "print([m for m in sys.modules if m.startswith(('archlab.train', 'archlab.study'))])"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": src}
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -1,5 +1,6 @@
 """Reference models (one architecture per file) and the registry that builds them by name."""
 
+from archlab.models.checkpoint_io import load_model as load  # load(RUN_DIR): a trained model
 from archlab.models.registry import (
     create_model,
     get_spec,
@@ -8,7 +9,6 @@ from archlab.models.registry import (
     register_model,
     register_preset,
 )
-from archlab.train.checkpoint import load_model as load  # load(RUN_DIR): a trained model
 
 # Architecture modules register themselves on import; add each new file here.
 _ARCH_MODULES: tuple[str, ...] = ("rnn", "gpt", "cnn", "resnet", "vit", "mlp")

@@ -205,11 +205,10 @@ def _resolve_resume(
 
 def _start(out: str | os.PathLike, resume: bool, dist: DistInfo) -> tuple[Path, bool]:
     """Check ``out`` on every rank (nothing written yet), then let rank 0 create it."""
-    p = Path(out)
-    from archlab.train.checkpoint import has_checkpoint, is_run_dir
+    from archlab.train.checkpoint import check_run_dir, has_checkpoint
 
-    if p.is_dir() and any(p.iterdir()) and not (resume and is_run_dir(p)):
-        prepare_run_dir(p, resume)  # raises the right one-line error on every rank
+    check_run_dir(out, resume)  # raises the right one-line error on every rank
+    p = Path(out)
     dist.barrier()
     if dist.is_main:
         prepare_run_dir(p, resume)
@@ -253,6 +252,11 @@ def _run(
     provenance: dict[str, Any] | None,
     hardware: dict[str, Any],
 ) -> TrainResult:
+    trainer = Trainer(
+        model, task, config, run_dir=out, run_meta=meta, callbacks=callbacks, dist=dist
+    )
+    if resuming:  # first: a checkpoint that does not load is refused before anything is written
+        trainer.restore()
     if dist.is_main:
         if not resuming:  # a run that died before its first checkpoint starts its log afresh
             (out / "metrics.jsonl").unlink(missing_ok=True)
@@ -270,11 +274,6 @@ def _run(
                 "environment": _environment(dist),
             },
         )
-    trainer = Trainer(
-        model, task, config, run_dir=out, run_meta=meta, callbacks=callbacks, dist=dist
-    )
-    if resuming:
-        trainer.restore()
     return trainer.fit()
 
 
