@@ -36,12 +36,25 @@ class _Die(Callback):
             raise KeyboardInterrupt
 
 
-def test_trainer_puts_conv_weights_in_channels_last():
+class _Layout(Callback):
+    def on_step_end(self, trainer, logs) -> None:
+        conv = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        self.seen = conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_trainer_trains_in_channels_last_and_gives_the_layout_back():
+    """channels_last inside fit() (C_in > 1, so it differs from contiguous); afterwards every
+    parameter has its caller's strides again, and is the same Parameter object."""
     model, task = _setup()
-    Trainer(model, task, TrainConfig(max_steps=1, progress=False), dist=None)
-    conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # C_in > 1
-    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    assert not conv.weight.is_contiguous()
+    params = dict(model.named_parameters())
+    strides = {n: p.stride() for n, p in params.items()}
+    layout = _Layout()
+    Trainer(model, task, TrainConfig(max_steps=2, progress=False), callbacks=[layout]).fit()
+    assert layout.seen
+    for n, p in model.named_parameters():
+        assert p is params[n] and p.stride() == strides[n], n
+    conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert conv.weight.is_contiguous()
 
 
 def test_cnn_killed_and_resumed_is_bit_identical(tmp_path):

@@ -380,3 +380,45 @@ def test_cuda_bf16_trains_and_reloads_on_cpu(arch, streams, tmp_path):
     with torch.no_grad():
         want = m.eval()(idx.cuda()).float().cpu()
         torch.testing.assert_close(cpu(idx), want, atol=1e-3, rtol=1e-3)
+
+
+def test_fit_leaves_the_global_generator_as_it_was(streams):
+    """Each step reseeds torch's generator (dropout is a function of the step) inside fork_rng:
+    after fit() the caller's generator state is unchanged, and so is what it draws next."""
+    m, t, _ = _model_task("gpt", streams, dropout=0.1)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    want = torch.rand(3, generator=torch.Generator().set_state(before))
+    Trainer(m, t, TrainConfig(max_steps=3, log_interval=1, progress=False)).fit()
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(torch.rand(3), want)
+
+
+def test_trainer_joins_no_process_group_by_itself(streams, monkeypatch):
+    """Under torchrun's environment a Trainer without ``dist`` is still a lone process: joining
+    a group is the caller's decision (init_distributed), never a constructor side effect."""
+    for k, v in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(k, v)
+    m, t, _ = _model_task("gpt", streams)
+    tr = Trainer(m, t, TrainConfig(max_steps=1, progress=False))
+    assert not torch.distributed.is_initialized()
+    assert tr.dist.world == 1 and not tr.dist.enabled and tr.train_model is tr.model
+
+
+def test_compile_wraps_ddp_not_the_reverse(streams):
+    """torch.compile(DDP(model)), the order PyTorch recommends (DDPOptimizer splits the graph at
+    bucket boundaries); checked on a one-process gloo group (construction only, no step)."""
+    import torch.distributed as dist
+
+    store = dist.HashStore()
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        m, t, _ = _model_task("gpt", streams)
+        lie = DistInfo(rank=0, world=2)  # `enabled`: the Trainer wraps in DDP
+        tr = Trainer(m, t, TrainConfig(max_steps=1, compile=True, progress=False), dist=lie)
+        outer = tr.train_model
+        assert isinstance(outer, torch._dynamo.eval_frame.OptimizedModule)
+        assert isinstance(outer._orig_mod, torch.nn.parallel.DistributedDataParallel)
+        assert outer._orig_mod.module is m and tr._ddp is outer._orig_mod
+    finally:
+        dist.destroy_process_group()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "shutdown_distributed"]
+__all__ = ["DistInfo", "init_distributed", "lone_process", "shutdown_distributed"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,11 @@ def _pick_device(requested: str, local_rank: int) -> str:
             )
         return f"cuda:{local_rank}"
     return requested
+
+
+def lone_process(device: str = "auto") -> DistInfo:
+    """A process that trains alone on ``device`` (auto: CUDA if available); joins nothing."""
+    return DistInfo(device=_pick_device(device, 0))
 
 
 def init_distributed(device: str = "auto") -> DistInfo:

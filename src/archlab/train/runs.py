@@ -229,6 +229,14 @@ class _Threads:
         torch.set_num_threads(self.prev)
 
 
+def _build_seeded(build: Any, seed: int) -> torch.nn.Module:
+    """``build()`` with initial weights a function of ``seed`` alone (models are built on the CPU);
+    the caller's global generator state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)  # what torch.manual_seed does for the CPU
+        return build()
+
+
 def _steps_for_epochs(task: Any, epochs: float, grad_accum: int) -> int:
     """Optimizer steps in ``epochs`` passes over the training split (whole batches only)."""
     if getattr(task, "stateful", False):
@@ -333,8 +341,7 @@ def train_lm(
         if "block_size" in fields:
             over["block_size"] = spec.block_size
         mcfg = make_config(spec.arch, **over)
-        torch.manual_seed(config.seed)  # initial weights: a function of the seed alone
-        model = arch.build(mcfg)
+        model = _build_seeded(lambda: arch.build(mcfg), config.seed)
         task = LMTask(
             streams.train,
             streams.val,
@@ -415,8 +422,7 @@ def train_image(
         }
         over = {**spec.model, **{k: v for k, v in shape.items() if k in fields}}  # data decides
         mcfg = make_config(spec.arch, **over)
-        torch.manual_seed(config.seed)  # initial weights: a function of the seed alone
-        model = get_spec(spec.arch).build(mcfg)
+        model = _build_seeded(lambda: get_spec(spec.arch).build(mcfg), config.seed)
         pad, flip = ds.default_pad(), ds.flip_ok
 
         def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

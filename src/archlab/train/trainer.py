@@ -7,9 +7,17 @@ of step ``s`` (a pure function of seed and ``s``), the loss, the evaluation, and
 between batches (an RNN's hidden state for truncated BPTT).
 
 Reproducibility contract (CPU, same thread count): the data of step ``s`` come from
-``(seed, s)`` and torch's global generator is reseeded from ``(seed, s, rank)`` before each step,
+``(seed, s)`` and torch's global generator is reseeded from ``(seed, s, rank)`` for each step,
 so a run of N steps and a run stopped at step k and resumed to N produce identical weights and
 identical losses, without saving iterator or generator state.
+
+No global side effects: dropout draws from torch's global generator (``nn.Dropout`` takes no
+generator), so each step runs inside ``torch.random.fork_rng`` — the caller's generator state is
+restored after every step. The caller's model is left as given: a CPU conv net trains in
+channels_last inside :meth:`Trainer.fit` and gets its own layout back when ``fit`` returns (or
+raises). A Trainer never joins a process group by itself: data parallelism is the caller's
+``dist`` (:func:`archlab.train.distributed.init_distributed` under torchrun); without one it is a
+lone process.
 """
 
 from __future__ import annotations
@@ -26,9 +34,14 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from archlab.train.checkpoint import has_checkpoint, load_training_state, save_checkpoint
+from archlab.train.checkpoint import (
+    has_checkpoint,
+    load_training_state,
+    match_param_layouts,
+    save_checkpoint,
+)
 from archlab.train.config import TrainConfig, fold_seed
-from archlab.train.distributed import DistInfo, init_distributed
+from archlab.train.distributed import DistInfo, lone_process
 from archlab.train.optim import param_groups
 from archlab.train.schedule import lr_at
 
@@ -92,7 +105,9 @@ class Trainer:
     """Train ``model`` on ``task`` under ``config``; with ``run_dir`` it logs and checkpoints there.
 
     ``run_meta`` (JSON) is stored in every checkpoint's config.json so the run can be rebuilt from
-    the directory alone (model name + config, data and tokenizer description).
+    the directory alone (model name + config, data and tokenizer description). ``dist``: this
+    process's place in a process group the caller joined (default: a lone process on
+    ``config.device``).
     """
 
     def __init__(
@@ -110,16 +125,17 @@ class Trainer:
 
         self.config = config
         self.task = task
-        self.dist = dist or init_distributed(config.device)
+        self.dist = dist or lone_process(config.device)
         self.device = torch.device(self.dist.device)
         # "auto": bf16 only where it is measured faster on this device (archlab.hardware).
         self.precision, _ = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device)
-        if self.device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
-            # oneDNN's CPU convolutions run ~1.4x faster on NHWC (channels_last) weights and
-            # activations (cnn-fmnist bf16 step, measured); values are unchanged, and checkpoints
-            # store plain tensors (see checkpoint._match_param_layouts for the resume side).
-            self.model = self.model.to(memory_format=torch.channels_last)
+        # oneDNN's CPU convolutions run ~1.4x faster on NHWC (channels_last) weights and
+        # activations (cnn-fmnist bf16 step, measured); values are unchanged, checkpoints store
+        # plain tensors, and fit() gives the caller's layout back (see _training_layout).
+        self.channels_last = self.device.type == "cpu" and any(
+            isinstance(m, nn.Conv2d) for m in model.modules()
+        )
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if self.run_dir is not None and self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -135,16 +151,51 @@ class Trainer:
         self._loss_sum = torch.zeros((), device=self.device)
         self._n_loss = 0
         self.last_eval: dict[str, float] = {}
-        self.train_model: nn.Module = self.model
-        if config.compile:
-            self.train_model = torch.compile(self.train_model)
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DDP(self.train_model, device_ids=ids)
+        self._ddp: nn.Module | None = None  # built at the first fit(), in the training layout
+        self._train_model: nn.Module | None = None
 
     # ------------------------------------------------------------------ setup
+    @property
+    def train_model(self) -> nn.Module:
+        """The module the training forward runs: ``torch.compile(DDP(model))`` as configured.
+
+        DDP first, then compile (the order the PyTorch DDP + compile notes recommend: dynamo
+        splits the graph at DDP's bucket boundaries so communication overlaps the backward).
+        Built lazily, after the model is in its training layout, so DDP's gradient buckets take
+        the parameters' channels_last strides.
+        """
+        if self._train_model is None:
+            m = self.model
+            if self.dist.enabled:
+                from torch.nn.parallel import DistributedDataParallel as DDP
+
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                m = self._ddp = DDP(m, device_ids=ids)
+            self._train_model = torch.compile(m) if self.config.compile else m
+        return self._train_model
+
+    @contextlib.contextmanager
+    def _training_layout(self) -> Any:
+        """channels_last parameters (and optimizer moments) for a CPU conv net while training;
+        each tensor's own strides restored afterwards, in place (same Parameter objects)."""
+        if not self.channels_last:
+            yield
+            return
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        strides = [t.stride() for t in tensors]
+        self.model.to(memory_format=torch.channels_last)
+        match_param_layouts(self.optimizer)  # fused AdamW needs moments in the param's layout
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for t, stride in zip(tensors, strides, strict=True):
+                    if t.stride() != stride:
+                        t.data = torch.empty_strided(
+                            t.shape, stride, dtype=t.dtype, device=t.device
+                        ).copy_(t)
+            match_param_layouts(self.optimizer)
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
         groups = param_groups(self.model, c.decay)
@@ -221,13 +272,19 @@ class Trainer:
         c = self.config
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        # Dropout (and anything else drawing from torch's generator) is a function of the step.
-        # Seed the device's generator directly: torch.manual_seed also walks every backend
-        # (cuda, xpu, mtia) through lazy-init bookkeeping, ~3 ms a step.
-        seed = fold_seed(c.seed, self.step, self.dist.rank)
-        torch.default_generator.manual_seed(seed)
-        if self.device.type == "cuda":
-            torch.cuda.manual_seed(seed)
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # the caller's generator state comes back
+            # Dropout (and anything else drawing from torch's generator) is a function of the
+            # step. Seed the device's generator directly: torch.manual_seed also walks every
+            # backend (cuda, xpu, mtia) through lazy-init bookkeeping, ~3 ms a step.
+            seed = fold_seed(c.seed, self.step, self.dist.rank)
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                torch.cuda.manual_seed(seed)
+            return self._step_body()
+
+    def _step_body(self) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        c = self.config
         total = torch.zeros((), device=self.device)
         units = 0
         for micro in range(c.grad_accum):
@@ -236,8 +293,8 @@ class Trainer:
             )
             last = micro == c.grad_accum - 1
             sync = (
-                self.train_model.no_sync()
-                if self.dist.enabled and not last
+                self._ddp.no_sync()
+                if self._ddp is not None and not last
                 else contextlib.nullcontext()
             )
             with sync:
@@ -296,6 +353,12 @@ class Trainer:
             cb.on_checkpoint(self)
 
     def fit(self) -> TrainResult:
+        """Train to ``max_steps`` / ``max_time`` (from the restored step, if any), evaluate,
+        checkpoint; the model comes back in the layout it was given, even on an exception."""
+        with self._training_layout():
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         c = self.config
         unit = getattr(self.task, "unit", "tokens")
         ckpt_every = c.checkpoint_interval or c.eval_interval or 0
