@@ -63,3 +63,45 @@ def test_rnn_lm_targets_path_equals_logits_path_under_bf16():
         exact = F.cross_entropy(model(x).flatten(0, 1), y.flatten())  # fp32
     fused32 = model(x, targets=y)
     torch.testing.assert_close(fused32, exact, rtol=1e-5, atol=1e-6)
+
+
+class _Shapes(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the shape of every tensor an op returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.shapes.append(tuple(t.shape))
+        return out
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_without_grad_only_the_loss_is_computed(bias):
+    """Under no_grad (or when nothing requires grad) no gradient is computed: the same value as
+    F.cross_entropy, no (V, H) or (N, H) gradient buffer, no softmax. Negative control: with
+    grad enabled the (V, H) buffer does appear."""
+    g = torch.Generator().manual_seed(2)
+    n, v, hdim = 23, 37, 8
+    h = torch.randn(n, hdim, generator=g, requires_grad=True)
+    w = torch.randn(v, hdim, generator=g, requires_grad=True)
+    b = torch.randn(v, generator=g, requires_grad=True) if bias else None
+    t = torch.randint(v, (n,), generator=g)
+    t[5] = -100
+    ref = F.cross_entropy(F.linear(h, w, b), t).detach()
+    for ctx, args in (
+        (torch.no_grad(), (h, w, b)),
+        (torch.enable_grad(), (h.detach(), w.detach(), None if b is None else b.detach())),
+    ):
+        with ctx, _Shapes() as rec:
+            got = linear_cross_entropy(*args, t, chunk_elems=5 * v)  # 5 rows per chunk
+        torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+        assert got.grad_fn is None
+        assert (v, hdim) not in rec.shapes and (n, hdim) not in rec.shapes, rec.shapes
+    with _Shapes() as rec:
+        linear_cross_entropy(h, w, b, t, chunk_elems=5 * v)
+    assert (v, hdim) in rec.shapes  # the gradient path allocates grad_w

@@ -93,49 +93,70 @@ def attention(
     return y.to(q.dtype)
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    """Mean CE of ``h @ W^T + b`` against ``target``; gradients computed chunk by chunk in forward.
+def _chunked_ce(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    chunk: int,
+    ignore_index: int,
+    grads: bool,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None]:
+    """Mean CE of ``h @ W^T + b`` against ``target``, one chunk of logits at a time; with
+    ``grads`` also d loss / d (h, W, b), computed in the same pass.
 
     For rows ``c`` of a chunk: z = h_c W^T + b (V wide, fp32), loss_c = logsumexp(z) - z[target],
     and d loss / d z = softmax(z) - onehot(target) (divided by the number of scored rows), so
     dh_c = dz W and dW += dz^T h_c, db += sum(dz). Only one chunk of logits exists at a time: with
     a 33k-word vocabulary the full (N, V) logits, their fp32 copy, log-softmax and its gradient are
-    each ~93 MB per batch of 700 tokens, and moving them dominated a training step.
+    each ~93 MB per batch of 700 tokens, and moving them dominated a training step. Without
+    ``grads`` the softmax, the two gradient matmuls and the (V, H) / (N, H) buffers are skipped:
+    one matmul per chunk instead of three (an evaluation pass of a word-level LSTM).
     """
-
-    @staticmethod
-    def forward(ctx, h, weight, bias, target, chunk, ignore_index):  # type: ignore[override]
-        dev = h.device.type
-        cd = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
-        acc = torch.promote_types(weight.dtype, torch.float32)  # softmax/accumulation dtype
-        with torch.autocast(dev, enabled=False):
-            hd = h if cd is None else h.to(cd)  # (N, H) matmul dtype: bf16 under autocast
-            w = weight if cd is None else weight.to(cd)  # (V, H)
-            valid = target != ignore_index  # (N,)
-            inv = 1.0 / max(int(valid.sum()), 1)
+    dev = h.device.type
+    cd = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+    acc = torch.promote_types(weight.dtype, torch.float32)  # softmax/accumulation dtype
+    with torch.autocast(dev, enabled=False):
+        hd = h if cd is None else h.to(cd)  # (N, H) matmul dtype: bf16 under autocast
+        w = weight if cd is None else weight.to(cd)  # (V, H)
+        valid = target != ignore_index  # (N,)
+        inv = 1.0 / max(int(valid.sum()), 1)
+        total = torch.zeros((), dtype=acc, device=h.device)
+        if grads:
             grad_h = torch.empty(h.shape, dtype=acc, device=h.device)  # (N, H)
             grad_w = torch.zeros(weight.shape, dtype=acc, device=h.device)  # (V, H)
             grad_b = None if bias is None else torch.zeros_like(bias, dtype=acc)
-            total = torch.zeros((), dtype=acc, device=h.device)
-            for a in range(0, h.size(0), chunk):
-                hc, t, ok = hd[a : a + chunk], target[a : a + chunk], valid[a : a + chunk]
-                z = (hc @ w.t()).to(acc)  # (c, V) logits in fp32
-                if bias is not None:
-                    z += bias.to(acc)
-                lse = torch.logsumexp(z, dim=-1)  # (c,)
-                t0 = t.clamp(min=0)  # ignored rows: any index, masked below
-                nll = lse - z.gather(1, t0[:, None]).squeeze(1)  # (c,)
-                total += nll[ok].sum()
-                p = z.sub_(lse[:, None]).exp_()  # (c, V) softmax, in place
-                p[torch.arange(p.size(0), device=p.device), t0] -= 1.0
-                p.mul_(ok[:, None].to(acc) * inv)  # d mean-loss / dz; zero rows for ignored targets
-                if grad_b is not None:
-                    grad_b += p.sum(0)
-                pd = p.to(hd.dtype)  # (c, V)
-                grad_h[a : a + chunk] = (pd @ w).to(acc)  # (c, H)
-                grad_w += (pd.t() @ hc).to(acc)  # (V, H)
+        for a in range(0, h.size(0), chunk):
+            hc, t, ok = hd[a : a + chunk], target[a : a + chunk], valid[a : a + chunk]
+            z = (hc @ w.t()).to(acc)  # (c, V) logits in fp32
+            if bias is not None:
+                z += bias.to(acc)
+            lse = torch.logsumexp(z, dim=-1)  # (c,)
+            t0 = t.clamp(min=0)  # ignored rows: any index, masked below
+            nll = lse - z.gather(1, t0[:, None]).squeeze(1)  # (c,)
+            total += nll[ok].sum()
+            if not grads:
+                continue
+            p = z.sub_(lse[:, None]).exp_()  # (c, V) softmax, in place
+            p[torch.arange(p.size(0), device=p.device), t0] -= 1.0
+            p.mul_(ok[:, None].to(acc) * inv)  # d mean-loss / dz; zero rows for ignored targets
+            if grad_b is not None:
+                grad_b += p.sum(0)
+            pd = p.to(hd.dtype)  # (c, V)
+            grad_h[a : a + chunk] = (pd @ w).to(acc)  # (c, H)
+            grad_w += (pd.t() @ hc).to(acc)  # (V, H)
+    return total * inv, ((grad_h, grad_w, grad_b) if grads else None)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """:func:`_chunked_ce` with its gradients computed in forward and scaled in backward."""
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, target, chunk, ignore_index):  # type: ignore[override]
+        loss, grads = _chunked_ce(h, weight, bias, target, chunk, ignore_index, grads=True)
+        grad_h, grad_w, grad_b = grads  # type: ignore[misc]
         ctx.save_for_backward(grad_h.to(h.dtype), grad_w.to(weight.dtype), grad_b)
-        return total * inv
+        return loss
 
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
@@ -155,9 +176,13 @@ def linear_cross_entropy(
     without materializing the (N, V) logits: rows go through in chunks of ~``chunk_elems`` logits
     (4 Mi fp32 = 16 MiB). h (N, H), weight (V, H), target (N,). Under CPU/CUDA autocast the two
     matmuls run in the autocast dtype and the softmax in fp32, as autocast would do.
-    Same value and gradients as the unfused expression (tested).
+    Same value and gradients as the unfused expression (tested). When no gradient can flow
+    (``torch.no_grad()``, or no input requires grad) only the loss is computed.
     """
     chunk = max(1, chunk_elems // weight.size(0))
+    needs = [t is not None and t.requires_grad for t in (h, weight, bias)]
+    if not (torch.is_grad_enabled() and any(needs)):
+        return _chunked_ce(h, weight, bias, target, chunk, ignore_index, grads=False)[0]
     return _LinearCrossEntropy.apply(h, weight, bias, target, chunk, ignore_index)
 
 
