@@ -8,11 +8,16 @@ Each architecture file registers a builder under a name together with its config
 ``create_model("gpt", vocab_size=65, layers=4)`` builds the config (which validates itself and raises
 ``ValueError`` naming a bad field) and the model. Presets are named overrides of a registered
 architecture (``register_preset("gpt-nano", "gpt", layers=4, heads=4, d_model=128)``).
+
+Reload-safe: a name registered again by the module that registered it (``importlib.reload`` of an
+architecture file, e.g. in a notebook) replaces its entry; the same name from a different module
+is a clash and an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +35,7 @@ class ModelSpec:
     task: str  # "lm" or "image"
     defaults: dict[str, Any] = field(default_factory=dict)  # preset overrides
     base: str = ""  # the architecture a preset builds on ("gpt" for "gpt-nano"); "" otherwise
+    module: str = ""  # the module that registered the name (a reload of it may re-register)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -39,19 +45,33 @@ def register_model(name: str, config_cls: type, task: str) -> Callable:
     """Decorator: register ``build(config) -> nn.Module`` under ``name``."""
 
     def deco(build: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
-        if name in _REGISTRY:
-            raise RuntimeError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelSpec(name, config_cls, build, task)
+        module = getattr(build, "__module__", None) or ""
+        _check_clash(name, module)
+        _REGISTRY[name] = ModelSpec(name, config_cls, build, task, module=module)
         return build
 
     return deco
 
 
+def _check_clash(name: str, module: str) -> None:
+    old = _REGISTRY.get(name)
+    if old is not None and old.module != module:
+        raise RuntimeError(
+            f"model {name!r} registered twice: by {old.module or '?'} and by {module or '?'}"
+        )
+
+
 def register_preset(name: str, base: str, **overrides: Any) -> None:
     """Register ``name`` as ``base`` with default overrides (users can still override them)."""
+    module = sys._getframe(1).f_globals.get("__name__", "")  # the caller: who owns the name
+    _check_clash(name, module)
     spec = _REGISTRY[base]
     _REGISTRY[name] = dataclasses.replace(
-        spec, name=name, defaults={**spec.defaults, **overrides}, base=spec.base or base
+        spec,
+        name=name,
+        defaults={**spec.defaults, **overrides},
+        base=spec.base or base,
+        module=module,
     )
 
 
