@@ -290,3 +290,20 @@ def test_vit_shape_flags_reach_the_model(tmp_path, capsys):
     rc, _, err = _run("train", "image", "--arch", "vit", "--data", "fashion-mnist-subset", "--pool", "max",
                       "--out", str(tmp_path / "bad"), capsys=capsys)  # fmt: skip
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "pool" in err
+
+
+def test_confusion_png_leaves_the_matplotlib_backend_alone(tmp_path):
+    """A host application's backend (here svg, as a notebook would have its inline one) is
+    neither switched nor is pyplot imported: the figure has its own Agg canvas."""
+    code = (
+        "import sys, matplotlib, torch; matplotlib.use('svg');"
+        "from archlab.train.inference import save_confusion_png;"
+        f"save_confusion_png(torch.tensor([[3, 1], [0, 4]]), ['a', 'b'], "
+        f"__import__('pathlib').Path({str(tmp_path / 'c.png')!r}));"
+        "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["svg", "False"]
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

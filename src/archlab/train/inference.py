@@ -125,14 +125,18 @@ def _evaluate_image_run(run: Run, split: str) -> dict[str, Any]:
 
 
 def save_confusion_png(conf: torch.Tensor, names: list[str], path: Path, title: str = "") -> None:
-    """Row-normalized confusion matrix (rows: true class) as a PNG, written atomically."""
-    import matplotlib
+    """Row-normalized confusion matrix (rows: true class) as a PNG, written atomically.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a ``matplotlib.figure.Figure`` with its own Agg canvas: no pyplot, and the global
+    backend (a notebook's inline one, say) is never touched.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     rates = (conf.double() / conf.sum(1, keepdim=True).clamp_min(1)).numpy()
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(names), 1.0 + 0.55 * len(names)))
+    fig = Figure(figsize=(1.0 + 0.6 * len(names), 1.0 + 0.55 * len(names)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
@@ -140,8 +144,8 @@ def save_confusion_png(conf: torch.Tensor, names: list[str], path: Path, title: 
     ax.set_ylabel("true")
     for i in range(len(names)):
         for j in range(len(names)):
-            ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
+            color = "white" if rates[i, j] > 0.5 else "black"
+            ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=7, color=color)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp")
@@ -150,8 +154,6 @@ def save_confusion_png(conf: torch.Tensor, names: list[str], path: Path, title: 
         os.replace(tmp, path)
     except OSError as e:
         raise ArchlabError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        plt.close(fig)
 
 
 # ---------------------------------------------------------------------------- language models
