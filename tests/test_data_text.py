@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from archlab.data import (
     IGNORE_INDEX,
@@ -25,6 +27,7 @@ from archlab.data import (
     sliding_window_eval,
     stream_eval_batches,
 )
+from archlab.data.tokenizers import WORD_VOCAB_LIMIT
 from archlab.errors import ArchlabError
 
 SAMPLE = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
@@ -241,6 +244,96 @@ def test_bpe_chunked_encode_equals_whole(shared_data):
     whole = tok.encode(text)  # one chunk
     tok.chunk_chars = 97  # hundreds of chunks, cut only at safe newlines
     assert tok.encode(text) == whole
+
+
+# Texts where cuts are hard: one line, no spaces (the 64-character grid), tabs and blank lines,
+# runs of spaces, Unicode spaces that Python and the HF regex engine disagree on (U+001C) or
+# agree on (U+00A0), apostrophes (GPT-2's contractions).
+_HARD = st.text(alphabet="ab1. \n\t\xa0\x1c'é", max_size=600)
+
+
+@pytest.fixture(scope="module")
+def bpe_tok():
+    return BPETokenizer.fit([("ab ba 'ab 11 a.b \t\n" * 40) + "b" * 300], vocab_size=280)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=_HARD, run=st.integers(0, 300), chunk=st.integers(1, 90))
+def test_bpe_chunked_encode_equals_whole_on_hard_text(bpe_tok, text, run, chunk):
+    """Chunked encoding (cuts at newlines, before spaces, and on the 64-character grid inside
+    long runs) gives exactly the ids of the whole text, for any text."""
+    text = text + "a" * run + text[::-1]
+    bpe_tok.chunk_chars = 1 << 30
+    whole = bpe_tok.encode(text)
+    bpe_tok.chunk_chars = chunk
+    try:
+        assert bpe_tok.encode(text) == whole
+    finally:
+        bpe_tok.chunk_chars = BPETokenizer.chunk_chars
+
+
+def test_bpe_long_runs_are_cut_every_64_characters(bpe_tok):
+    pieces = [p for p, _ in bpe_tok.hf.pre_tokenizer.pre_tokenize_str("x" * 150 + " y")]
+    assert [len(p) for p in pieces] == [64, 64, 22, 2]  # then " y" (as "Ġy")
+
+
+_BOUNDED = """
+import random, string, sys, time
+from archlab.data.tokenizers import build_tokenizer
+kind, shape = sys.argv[1], sys.argv[2]
+r = random.Random(0)
+if shape == "words":  # one line of distinct random words: the worst case for a vocabulary
+    words = ("".join(r.choices(string.ascii_lowercase, k=r.randint(1, 12))) for _ in range(10**6))
+    text = " ".join(words)[:1_000_000]
+else:  # one line, no whitespace at all
+    text = "".join(r.choices(string.ascii_letters, k=1_000_000))
+def status(key):  # kB, from /proc/self/status
+    line = next(x for x in open("/proc/self/status") if x.startswith(key + ":"))
+    return int(line.split()[1]) * 1024
+open("/proc/self/clear_refs", "w").write("5")  # peak RSS := current RSS (Linux)
+base = status("VmRSS")
+t = time.perf_counter()
+kw = {"vocab_size": 300} if kind == "bpe" else {"max_vocab": 1000}
+tok = build_tokenizer(kind, text, **kw)
+ids = tok.encode(text)
+print((status("VmHWM") - base) / len(text), time.perf_counter() - t, len(ids))
+"""
+
+
+@pytest.mark.parametrize("kind,shape", [("bpe", "words"), ("bpe", "blob"), ("word", "words")])
+def test_tokenizer_fit_and_encode_memory_is_bounded(kind, shape):
+    """A 1 MB single-line corpus: fitting + encoding add under 200 MB of peak RSS (~150 MB
+    measured, mostly the HF library's fixed cost) and finish in bounded time. Before: BPE on one
+    line took 316 MB (the library's per-character working memory for the whole line, growing
+    with the file), and a line without spaces did not finish in 100 s (one 1M-character "word")."""
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {"PYTHONPATH": src, "RAYON_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-c", _BOUNDED, kind, shape],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    per_char, seconds, n_ids = out.stdout.split()
+    assert float(per_char) < 200, (per_char, seconds)
+    assert int(n_ids) > 0
+
+
+def test_uncapped_word_vocabulary_is_bounded():
+    """Without max_vocab a word vocabulary may hold WORD_VOCAB_LIMIT words: more would build an
+    embedding and output layer of several GB (a 20 MB file of distinct words: 1.5M of them)."""
+    text = " ".join(f"w{i}" for i in range(WORD_VOCAB_LIMIT + 1))
+    with pytest.raises(ArchlabError, match="--vocab-size") as e:
+        WordTokenizer.fit([text])
+    assert "\n" not in str(e.value)
+    assert WordTokenizer.fit([text], max_vocab=100).vocab_size == 100
+    ok = " ".join(f"w{i}" for i in range(WORD_VOCAB_LIMIT - 2))  # + <eos>, <unk>
+    assert WordTokenizer.fit([ok]).vocab_size == WORD_VOCAB_LIMIT
 
 
 def test_tokenizer_bad_files(tmp_path):

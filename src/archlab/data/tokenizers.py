@@ -20,7 +20,26 @@ All share :class:`Tokenizer`: ``encode(str) -> list[int]``, ``decode(list[int]) 
   unknown words map to ``<unk>``.
 * ``bpe``: HF ``tokenizers`` byte-level BPE (GPT-2 style pre-tokenization, no prefix space, no
   special tokens) trained on the train split; saved as the library's own ``tokenizer.json``.
-  Byte-level means every string round-trips exactly.
+  Byte-level means every string round-trips exactly. A run of more than ``BPE_PIECE`` (64)
+  non-space characters (a URL, a hash, a file without spaces) is cut every 64 characters before
+  the GPT-2 split, so no pre-tokenized piece is longer than 64 characters.
+
+Bounds (what grows with the user's text; checked by tests/test_data_text.py under a capped RSS):
+
+* ``word``: fitting is one pass, memory O(distinct words + the longest line's words); encoding is
+  O(tokens). Without ``max_vocab`` the vocabulary may hold at most ``WORD_VOCAB_LIMIT`` (50,000)
+  words — more is an :class:`ArchlabError` asking for a cap — because the model's embedding and
+  output layer grow with it (a 20 MB file of distinct words would give a 1.5M-word vocabulary and
+  a model of several GB). WikiText-2's 33,278 fit.
+* ``bpe``: the text reaches the HF library in chunks of ~``BPETokenizer.chunk_chars`` (64 Ki)
+  characters, cut only where the pre-tokenizer itself splits (see :func:`_bpe_chunks`), so the
+  library's per-character working memory (~250 bytes per character) is bounded by a few chunks,
+  not the file. Fitting learns the merges from at most ``BPE_FIT_CHARS`` (8 Mi) characters (every
+  k-th chunk of a longer text, spread over it): its memory, O(distinct pieces of <= 64
+  characters), is then bounded whatever the input — measured here at 50-90 bytes per character
+  in the worst case (all words distinct), under 0.8 GB at the cap — and so is its time. Encoding is linear:
+  O(tokens) memory (a Python list, ~36 bytes per token). (Before: one 20 MB line took 94 s and
+  4.4 GB, a 4 MB file without spaces did not finish in 8 minutes.)
 """
 
 from __future__ import annotations
@@ -49,7 +68,20 @@ __all__ = [
 ]
 
 UNK, EOS = "<unk>", "<eos>"
-_SAFE_CUT = re.compile(r"\S\n(?=\S)")
+WORD_VOCAB_LIMIT = 50_000
+BPE_PIECE = 64
+BPE_FIT_CHARS = 1 << 23  # BPE merges are learned from at most this many characters (8 Mi)
+# Whitespace as the HF library's regex engine (Oniguruma, Unicode White_Space) sees it, written
+# out so Python and Oniguruma agree exactly (Python's \s also counts U+001C..U+001F).
+_WS = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_LONG_RUN = f"[^{_WS}]{{{BPE_PIECE}}}"  # the Split pattern of the pre-tokenizer (HF syntax)
+# Where the GPT-2 pre-tokenizer always ends a piece: after a newline that sits between two
+# non-space characters (the newline is a piece of its own), and before a space that is followed
+# by a non-space (the space starts the next piece, " word"). Python's \S is narrower than
+# Oniguruma's, so a Python \S is a non-space for both.
+_SAFE_CUT = re.compile(r"\S\n(?=\S)|(?= \S)")
+_LAST_WS = re.compile(f"[{_WS}][^{_WS}]*\\Z")
+_NON_WS = re.compile(f"[^{_WS}]+")
 
 
 class Tokenizer(ABC):
@@ -143,23 +175,35 @@ class WordTokenizer(Tokenizer):
     @staticmethod
     def words(text: str) -> list[str]:
         """``line.split() + ['<eos>']`` for each newline-terminated line (pytorch/examples)."""
-        lines = text.split("\n")
-        out: list[str] = []
-        for line in lines[:-1]:
-            out.extend(line.split())
-            out.append(EOS)
-        out.extend(lines[-1].split())  # unterminated last line: no <eos>
-        return out
+        return [w for ws in WordTokenizer._word_lists(text) for w in ws]
+
+    @staticmethod
+    def _word_lists(text: str) -> Iterable[list[str]]:
+        """The words of each line, ``<eos>`` after each newline-terminated one."""
+        start = 0
+        while (end := text.find("\n", start)) >= 0:
+            yield [*text[start:end].split(), EOS]
+            start = end + 1
+        yield text[start:].split()  # unterminated last line: no <eos>
 
     @classmethod
     def fit(cls, texts: Sequence[str], max_vocab: int | None = None) -> WordTokenizer:
         """Vocabulary of ``texts`` (in order); see the module doc for the two modes."""
         counts: Counter[str] = Counter()
         for t in texts:
-            counts.update(cls.words(t))  # Counter keeps first-appearance order
+            for w in cls._word_lists(t):  # one line at a time: no list of every word
+                counts.update(w)  # Counter keeps first-appearance order
         if not counts:
             raise ArchlabError("cannot fit a word tokenizer on empty text")
         if max_vocab is None:
+            n = len(counts) + sum(s not in counts for s in (EOS, UNK))
+            if n > WORD_VOCAB_LIMIT:
+                raise ArchlabError(
+                    f"the text has {n:,} distinct words, more than an uncapped word vocabulary "
+                    f"may hold ({WORD_VOCAB_LIMIT:,}: the model's embedding and output layer grow "
+                    "with it); cap it with --vocab-size N (max_vocab: the N - 2 most frequent "
+                    "words) or use --tokenizer bpe"
+                )
             itos = list(counts)
             for special in (EOS, UNK):
                 if special not in counts:
@@ -179,7 +223,7 @@ class WordTokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         get, u = self.stoi.get, self.unk_id
-        return [get(w, u) for w in self.words(text)]
+        return [get(w, u) for ws in self._word_lists(text) for w in ws]
 
     def decode(self, ids: Sequence[int]) -> str:
         self._check_ids(ids)
@@ -203,22 +247,31 @@ class WordTokenizer(Tokenizer):
 class BPETokenizer(Tokenizer):
     kind = "bpe"
 
-    chunk_chars = 1 << 16  # characters per parallel encode chunk (see encode)
+    chunk_chars = 1 << 16  # characters per chunk handed to the HF library (see _bpe_chunks)
 
     def __init__(self, hf: Any) -> None:
         self.hf = hf  # tokenizers.Tokenizer
+        # Files written before BPE_PIECE existed have no Split step: long runs cannot be cut.
+        pre = json.loads(hf.to_str()).get("pre_tokenizer") or {}
+        first = (pre.get("pretokenizers") or [{}])[0] if pre.get("type") == "Sequence" else {}
+        self.piece = BPE_PIECE if first.get("pattern") == {"Regex": _LONG_RUN} else None
 
     @classmethod
     def fit(cls, texts: Sequence[str], vocab_size: int = 4096) -> BPETokenizer:
+        from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
         from tokenizers import Tokenizer as HFTokenizer
-        from tokenizers import decoders, models, pre_tokenizers, trainers
 
         if vocab_size < 257:
             raise ValueError(f"vocab_size: must be >= 257 (256 bytes + merges), got {vocab_size}")
         if not any(t for t in texts):
             raise ArchlabError("cannot fit a BPE tokenizer on empty text")
         hf = HFTokenizer(models.BPE())
-        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        hf.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(_LONG_RUN), "isolated"),  # runs > 64 chars: cut
+                pre_tokenizers.ByteLevel(add_prefix_space=False),
+            ]
+        )
         hf.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
@@ -226,11 +279,18 @@ class BPETokenizer(Tokenizer):
             show_progress=False,
         )
 
-        def lines() -> Iterable[str]:  # keep the iterator's items small
-            for t in texts:
-                yield from t.splitlines(keepends=True)
+        total = sum(len(t) for t in texts)
+        stride = -(-total // BPE_FIT_CHARS)  # > 1: every stride-th chunk, spread over the text
 
-        hf.train_from_iterator(lines(), trainer=trainer)
+        def chunks() -> Iterable[str]:  # small items: the library's memory follows the item
+            i = 0
+            for t in texts:
+                for c in _bpe_chunks(t, cls.chunk_chars, BPE_PIECE):
+                    if i % stride == 0:
+                        yield c
+                    i += 1
+
+        hf.train_from_iterator(chunks(), trainer=trainer)
         return cls(hf)
 
     @property
@@ -238,21 +298,18 @@ class BPETokenizer(Tokenizer):
         return int(self.hf.get_vocab_size())
 
     def encode(self, text: str) -> list[int]:
-        """Ids of ``text``; long texts are cut into chunks encoded in parallel (same ids).
-
-        Cuts fall only after a newline that sits between two non-space characters: the GPT-2
-        pre-tokenizer regex always ends a piece there (the newline is a piece of its own), and BPE
-        never merges across pieces, so chunking cannot change the result.
-        """
+        """Ids of ``text``; long texts are cut into chunks encoded in parallel (same ids: the cuts
+        fall where the pre-tokenizer ends a piece anyway, and BPE never merges across pieces)."""
         if len(text) <= self.chunk_chars:
             return list(self.hf.encode(text).ids)
-        chunks, pos = [], 0
-        while pos < len(text):
-            m = _SAFE_CUT.search(text, pos + self.chunk_chars)
-            end = m.end() if m else len(text)
-            chunks.append(text[pos:end])
-            pos = end
-        return [i for enc in self.hf.encode_batch(chunks) for i in enc.ids]
+        ids: list[int] = []
+        batch: list[str] = []
+        for chunk in _bpe_chunks(text, self.chunk_chars, self.piece):
+            batch.append(chunk)
+            if len(batch) == 4:  # a few chunks in flight: parallel, and memory stays bounded
+                ids += [i for enc in self.hf.encode_batch(batch) for i in enc.ids]
+                batch = []
+        return ids + [i for enc in self.hf.encode_batch(batch) for i in enc.ids]
 
     def decode(self, ids: Sequence[int]) -> str:
         self._check_ids(ids)
@@ -263,6 +320,47 @@ class BPETokenizer(Tokenizer):
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(self.hf.to_str())
+
+
+def _bpe_chunks(text: str, size: int, piece: int | None) -> Iterable[str]:
+    """``text`` in consecutive chunks of about ``size`` characters, cut only where the BPE
+    pre-tokenizer ends a piece whatever surrounds the cut, so encoding chunk by chunk gives the ids
+    of the whole text:
+
+    1. after a newline between two non-space characters, or before a space followed by a
+       non-space (see ``_SAFE_CUT``), searched in ``[start + size, start + 2 size)``;
+    2. else, inside a run of non-space characters, at a multiple of ``piece`` from the run's start
+       (the Split step cuts runs exactly there; only for tokenizers that have it);
+    3. else at the next cut of kind 1 anywhere, or the end: a text with no space, no newline cut
+       and no long run stays whole (it is then short words separated by tabs or blank lines).
+    """
+    pos, n = 0, len(text)
+    while n - pos > size:
+        target = pos + size
+        m = _SAFE_CUT.search(text, target, target + size)
+        cut = m.end() if m else None
+        if cut is None and piece is not None:
+            cut = _grid_cut(text, pos, target, piece)
+        if cut is None:
+            m = _SAFE_CUT.search(text, target + size)
+            cut = m.end() if m else n
+        yield text[pos:cut]
+        pos = cut
+    if pos < n or n == 0:
+        yield text[pos:]
+
+
+def _grid_cut(text: str, pos: int, target: int, piece: int) -> int | None:
+    """The first multiple of ``piece`` from the start of the non-space run holding ``target``
+    that lies strictly inside the run, or None. A run that began before ``pos`` is measured from
+    ``pos``: a chunk starts at a run's start or on its grid."""
+    if _NON_WS.match(text, target) is None:
+        return None  # target is whitespace
+    m = _LAST_WS.search(text, pos, target)
+    start = m.start() + 1 if m else pos
+    cut = start + max(1, -(-(target - start) // piece)) * piece  # past target, past the start
+    run = _NON_WS.match(text, target)
+    return cut if run is not None and cut < run.end() else None
 
 
 def build_tokenizer(
