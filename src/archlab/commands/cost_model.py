@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--input-dtype",
         default="float32",
-        help=f"one of {', '.join(_DTYPES)} (default float32); long/int inputs are random ints "
-        "in [0, num_embeddings of the first nn.Embedding), else in [0, 2)",
+        help=f"one of {', '.join(_DTYPES)} (default float32); inputs are shapes only (fake "
+        "tensors), so no size allocates memory and values never matter",
     )
     p.add_argument("--depth", type=int, default=None, help="fold rows deeper than N into parents")
     p.add_argument("--no-backward", action="store_true", help="forward pass only")

@@ -77,7 +77,8 @@ def analyze(
 ) -> CostReport:
     """Count params, FLOPs (dense/pointwise, forward/backward) and activation bytes of ``module``.
 
-    ``example_inputs`` is a tensor or a tuple of positional arguments. ``dtype`` casts floating
+    ``example_inputs`` is a tensor or a tuple of positional arguments; with ``fake`` (the default)
+    inputs may be meta tensors (shapes only: any size, no memory). ``dtype`` casts floating
     parameters and inputs (for activation bytes at another precision). ``backward`` runs one
     backward pass of ``loss_fn(output)`` (default: the sum of every floating output); the loss is
     not the model, so its own forward and backward ops are not counted. ``fake=False``
@@ -92,11 +93,18 @@ def analyze(
     )
     to = mode.from_tensor if mode is not None else (lambda t: t.detach().clone())
 
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+
     def conv_input(t):
         if not isinstance(t, torch.Tensor):
             return t
-        # detached (no .grad carried over), then a leaf that needs grad iff the original did
-        c = to(t.detach())
+        if t.is_meta:  # a shape-only input (archlab cost model): a fake tensor, never memory
+            if mode is None:
+                raise ArchlabError("meta (shape-only) inputs need fake=True: they hold no values")
+            with mode:
+                c = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=device)
+        else:  # detached (no .grad carried over), then a leaf that needs grad iff the original did
+            c = to(t.detach())
         if dtype is not None and c.is_floating_point():
             c = c.to(dtype)
         return c.requires_grad_(t.requires_grad) if c.is_floating_point() else c

@@ -40,6 +40,8 @@ def _product(shape: tuple[int, ...]) -> str:
 
 
 def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    if not rows:  # e.g. LayerNorm without elementwise affine: no parameter tensors
+        return [f"{indent}(none)"]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [
         indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()

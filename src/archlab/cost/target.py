@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import re
 import sys
@@ -45,8 +46,8 @@ def load_target(spec: str) -> nn.Module:
         obj = importlib.import_module(mod_name)
     except ImportError as e:
         raise ArchlabError(f"cannot import module {mod_name!r}: {e}") from e
-    except Exception as e:  # the module itself raised while importing
-        raise ArchlabError(f"importing {mod_name!r} failed: {type(e).__name__}: {e}") from e
+    except (Exception, SystemExit) as e:  # the module itself raised (or exited) while importing
+        raise ArchlabError(f"importing {mod_name!r} failed: {_what(e)}") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ArchlabError(f"{mod_name!r} has no attribute {attr!r}")
@@ -57,11 +58,17 @@ def load_target(spec: str) -> nn.Module:
         raise ArchlabError(f"{spec} is neither an nn.Module nor callable")
     try:
         model = obj()
-    except Exception as e:
-        raise ArchlabError(f"calling {spec}() failed: {type(e).__name__}: {e}") from e
+    except (Exception, SystemExit) as e:  # SystemExit too: the user's code, not ours, exits
+        raise ArchlabError(f"calling {spec}() failed: {_what(e)}") from None
     if not isinstance(model, nn.Module):
         raise ArchlabError(f"{spec}() returned {type(model).__name__}, not an nn.Module")
     return model
+
+
+def _what(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return f"it raised SystemExit({e.code!r})"
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -71,24 +78,28 @@ def parse_shape(text: str) -> tuple[int, ...]:
     shape = tuple(int(s) for s in re.split(r"[x,]", text.replace(" ", "")))
     if any(s <= 0 for s in shape):
         raise ArchlabError(f"bad input shape {text!r}: sizes must be positive")
+    if math.prod(shape) >= 2**63:  # torch counts elements in int64
+        raise ArchlabError(f"bad input shape {text!r}: more than 2**63 - 1 elements")
     return shape
 
 
 def build_inputs(model: nn.Module, shapes: list[str], dtype: str) -> tuple[tuple, str]:
-    """Example inputs for ``analyze`` plus a sentence saying what they are."""
+    """Shape-only example inputs for ``analyze`` (meta tensors: no memory, any size) plus a
+    sentence saying what they are. ``analyze`` turns them into fake tensors on the model's device,
+    so ``100000000000x4`` costs nothing; values are never read (fake tensors have none)."""
     if dtype not in _DTYPES:
         raise ArchlabError(f"unknown input dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
     dt = _DTYPES[dtype]
     dims = [parse_shape(s) for s in shapes]
-    gen = torch.Generator().manual_seed(0)
-    if dt.is_floating_point:
-        note = f"standard-normal {dtype} tensors of shape {' and '.join(shapes)}"
-        return tuple(torch.randn(d, generator=gen).to(dt) for d in dims), note
-    emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
-    high = emb.num_embeddings if emb is not None else 2
-    why = "num_embeddings of the first nn.Embedding" if emb is not None else "no nn.Embedding found"
+    inputs = []
+    for text, d in zip(shapes, dims, strict=True):
+        try:
+            inputs.append(torch.empty(d, dtype=dt, device="meta"))
+        except (RuntimeError, ValueError, TypeError, OverflowError) as e:
+            msg = " ".join(str(e).split())[:120]
+            raise ArchlabError(f"bad input shape {text!r}: too large for torch ({msg})") from None
     note = (
-        f"random {dtype} tensors of shape {' and '.join(shapes)} in [0, {high}) ({why}); "
-        "values do not affect the counts (fake tensors)"
+        f"{dtype} tensors of shape {' and '.join(shapes)}, shapes only (fake tensors: no memory "
+        "is allocated and no value is read, so values cannot affect the counts)"
     )
-    return tuple(torch.randint(0, high, d, generator=gen, dtype=dt) for d in dims), note
+    return tuple(inputs), note
