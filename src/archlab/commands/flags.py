@@ -42,8 +42,9 @@ def _unwrap(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def parse_value(text: str, tp: Any, flag: str) -> Any:
-    """Parse ``text`` as the field type ``tp``; raise argparse.ArgumentTypeError naming ``flag``."""
+def parse_value(text: str, tp: Any) -> Any:
+    """Parse ``text`` as the field type ``tp``; raise argparse.ArgumentTypeError (argparse names
+    the flag: ``argument --mlp-ratio: must be a finite number, got 'nan'``)."""
     inner, optional = _unwrap(tp)
     if optional and text in NONE_WORDS:
         return EXPLICIT_NONE
@@ -57,14 +58,20 @@ def parse_value(text: str, tp: Any, flag: str) -> Any:
             return tuple(_scalar(p, kind) for p in parts)
         return _scalar(text, inner)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{flag}: {e}") from None
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _scalar(text: str, kind: Any) -> Any:
     if kind is int:
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
     if kind is float:
-        v = float(text)
+        try:
+            v = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
         if not math.isfinite(v):
             raise ValueError(f"must be a finite number, got {text!r}")
         return v
@@ -118,7 +125,7 @@ def add_dataclass_flags(
                 metavar = inner.__name__.upper() if isinstance(inner, type) else "VALUE"
             parser.add_argument(
                 flag,
-                type=lambda s, tp=tp, flag=flag: parse_value(s, tp, flag),
+                type=lambda s, tp=tp: parse_value(s, tp),
                 choices=list(choices) if choices else None,
                 metavar=metavar,
                 help=f"{helptext} (default: {shown})",

@@ -42,7 +42,7 @@ def _add_model_flags(g: argparse._ArgumentGroup, task: str) -> list[str]:
 
     fields = _model_fields(task)
     for name, (tp, archs) in sorted(fields.items()):
-        flag = _MODEL_FLAG.get(name, "--" + name.replace("_", "-"))
+        flag = _flag(name)
         help_ = f"model config field {name} ({', '.join(archs)})"
         if _unwrap(tp)[0] is bool:
             g.add_argument(
@@ -58,7 +58,7 @@ def _add_model_flags(g: argparse._ArgumentGroup, task: str) -> list[str]:
                 dest=f"model.{name}",
                 default=None,
                 metavar="VALUE",
-                type=lambda s, tp=tp, flag=flag: parse_value(s, tp, flag),
+                type=lambda s, tp=tp: parse_value(s, tp),
                 help=help_,
             )
     return list(fields)
@@ -140,6 +140,7 @@ def _train(args: argparse.Namespace) -> int:
     ok = False
     try:
         res = resolve_run(task, args.arch, data, flags, _defaults(spec_cls, args.arch))
+        _check_model_flags(args.arch, res.arch, flags["model"])
         spec = spec_cls(arch=res.arch, model=res.model, **res.spec)
         config = TrainConfig(**res.train)
         provenance = {"recipe": res.recipe, "origins": res.origins}
@@ -157,6 +158,9 @@ def _train(args: argparse.Namespace) -> int:
         raise
     except ValueError as e:  # a config dataclass naming the bad field
         raise ArchlabError(str(e)) from None
+    except OSError as e:  # the run directory or the data cannot be written/read (disk full, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        raise ArchlabError(f"{where}{e.strerror or e}") from None
     finally:
         shutdown_distributed(sync=ok)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
@@ -178,6 +182,27 @@ def _train(args: argparse.Namespace) -> int:
         f"{result.elapsed_s:.1f} s; run saved in {args.out}{recipe}"
     )
     return 0
+
+
+def _flag(name: str) -> str:
+    return _MODEL_FLAG.get(name, "--" + name.replace("_", "-"))
+
+
+def _check_model_flags(typed: str, arch: str, given: dict[str, typing.Any]) -> None:
+    """Model flags are the union over architectures; one the chosen one lacks is one line that
+    lists the flags it has (``--channels`` is the CNN's; a ResNet has ``--widths``/``--blocks``)."""
+    from archlab.models.registry import get_spec
+
+    spec = get_spec(arch)
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)} - _DATA_FIELDS
+    bad = sorted(set(given) - fields)
+    if bad:
+        base = spec.base or arch
+        name = typed if typed == base else f"{typed} (architecture {base})"
+        raise ArchlabError(
+            f"{', '.join(map(_flag, bad))}: not a model flag of --arch {name}; its model flags: "
+            f"{', '.join(sorted(map(_flag, fields)))}"
+        )
 
 
 def _defaults(spec_cls: type, arch: str) -> dict[str, dict[str, typing.Any]]:

@@ -135,6 +135,10 @@ def load_corpus(name_or_path: str | Path, *, download: bool = True) -> Corpus:
     ``download`` is True; their files are checked against the known sha256 on every load.
     """
     name = str(name_or_path)
+    if not name.strip():  # Path("") is the current directory: never read that by accident
+        raise ArchlabError(
+            "empty corpus name or path; give tinyshakespeare, wikitext2, pydoc or a path"
+        )
     if name == "pydoc" and not Path(name).exists():
         return _from_text("pydoc", pydoc_text(), ("stdlib pydoc_data.topics",))
     if name == "tinyshakespeare" and not Path(name).exists() and locate(get_spec(name)) is None:

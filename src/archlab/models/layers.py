@@ -15,6 +15,8 @@ the image one can return its attention weights, and each reads more clearly on i
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -186,6 +188,15 @@ def linear_cross_entropy(
     return _LinearCrossEntropy.apply(h, weight, bias, target, chunk, ignore_index)
 
 
+def check_sampling(temperature: float, top_k: int | None) -> None:
+    """``temperature`` finite and >= 0 (nan would reach torch.multinomial as nan probabilities),
+    ``top_k`` None or >= 1; ArchlabError naming the bad one."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ArchlabError(f"temperature must be a finite number >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ArchlabError(f"top_k must be >= 1, got {top_k}")
+
+
 def sample_next_token(
     logits: torch.Tensor,
     temperature: float = 1.0,
@@ -197,10 +208,7 @@ def sample_next_token(
     ``temperature == 0`` means greedy (argmax). ``top_k`` keeps the k most likely tokens and
     renormalizes (as nanoGPT's ``generate``); ``generator`` makes the draw reproducible.
     """
-    if temperature < 0:
-        raise ArchlabError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ArchlabError(f"top_k must be >= 1, got {top_k}")
+    check_sampling(temperature, top_k)
     logits = logits.float()  # sample in fp32 even under bf16 autocast
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
@@ -212,4 +220,10 @@ def sample_next_token(
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
-__all__ = ["FeedForward", "attention", "linear_cross_entropy", "sample_next_token"]
+__all__ = [
+    "FeedForward",
+    "attention",
+    "check_sampling",
+    "linear_cross_entropy",
+    "sample_next_token",
+]

@@ -24,6 +24,7 @@ bias is exactly ``forget_bias`` (1.0 is the common choice: Gers et al. 2000; Joz
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -79,6 +80,11 @@ class GRUConfig(RNNLMConfig):
 class LSTMConfig(RNNLMConfig):
     cell: ClassVar[str] = "lstm"
     forget_bias: float | None = None  # effective forget-gate bias at init; None: PyTorch's init
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.forget_bias is not None and not math.isfinite(self.forget_bias):
+            raise ArchlabError(f"forget_bias must be a finite number, got {self.forget_bias}")
 
 
 _CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}

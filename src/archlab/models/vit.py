@@ -81,8 +81,8 @@ class ViTConfig:
             raise ArchlabError(
                 f"d_model ({self.d_model}) must be divisible by heads ({self.heads})"
             )
-        if round(self.mlp_ratio * self.d_model) < 1:
-            raise ArchlabError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+        if not math.isfinite(self.mlp_ratio) or round(self.mlp_ratio * self.d_model) < 1:
+            raise ArchlabError(f"mlp_ratio must be a finite number > 0, got {self.mlp_ratio}")
         if self.pool not in POOLS:
             raise ArchlabError(f"pool must be one of {POOLS}, got {self.pool!r}")
         if self.tokenizer not in TOKENIZERS:

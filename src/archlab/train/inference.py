@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archlab.errors import ArchlabError
+from archlab.models.layers import check_sampling
 from archlab.train.checkpoint import load_model, read_run_config
 from archlab.train.tasks import classify_batches, evaluate_lm, is_stateful, normalize_images
 
@@ -194,6 +195,7 @@ def generate_text(
     _require(run, "lm", "generate")
     if max_new_tokens < 0:
         raise ArchlabError(f"max-new-tokens must be >= 0, got {max_new_tokens}")
+    check_sampling(temperature, top_k)  # before the first token, not inside the model's loop
     idx = _encode_prompt(run, prompt or "\n")
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     out = run.model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=g)

@@ -60,6 +60,12 @@ def _f(default: Any, help: str, **meta: Any) -> Any:
     return field(default=default, metadata={"help": help, **meta})
 
 
+def _not_empty(flag: str, value: str | None) -> None:
+    """An empty path is not the current directory (``Path("")`` is ``.``): refuse it."""
+    if value is not None and not str(value).strip():
+        raise ArchlabError(f"{flag} is empty; give a name or a path")
+
+
 @dataclass
 class LMRunSpec:
     """What a language-model run trains on and with which model (help text: ``archlab train``)."""
@@ -80,6 +86,7 @@ class LMRunSpec:
     )
 
     def __post_init__(self) -> None:
+        _not_empty("--data", self.data)
         if self.block_size is not None and self.block_size < 1:
             raise ArchlabError(f"--block-size must be >= 1, got {self.block_size}")
         if self.tokenizer not in ("char", "word", "bpe"):
@@ -122,6 +129,8 @@ class ImageRunSpec:
     distill_tau: float = _f(1.0, "soft distillation temperature")
 
     def __post_init__(self) -> None:
+        _not_empty("--data", self.data)
+        _not_empty("--teacher", self.teacher)
         if self.val_size is not None and self.val_size < 1:
             raise ArchlabError(
                 f"--val-size must be >= 1 (a run needs validation images), got {self.val_size}"
@@ -174,9 +183,14 @@ def _hardware(config: TrainConfig, dist: DistInfo) -> tuple[TrainConfig, dict[st
 
 
 def _resolve_resume(
-    out: Path, spec: Any, config: TrainConfig, task: str
+    out: Path, spec: Any, config: TrainConfig, task: str, provenance: dict[str, Any] | None
 ) -> tuple[Any, TrainConfig]:
-    """The saved spec and config of the run in ``out`` (with the resumable fields of ``config``)."""
+    """The saved spec and config of the run in ``out`` (with the resumable fields of ``config``).
+
+    A differing value is reported (and ignored) only if the caller set it: with ``provenance``
+    (the CLI's origins) the values the user typed, else any value but None and "auto" (unset,
+    or resolved per machine: the run keeps what it resolved when it started).
+    """
     saved = read_run_config(out)
     if saved.get("task") != task:
         raise ArchlabError(f"{out} holds a {saved.get('task')} run, not a {task} run")
@@ -186,18 +200,29 @@ def _resolve_resume(
         saved_cfg = TrainConfig(**saved["train"])
     except (KeyError, TypeError, ValueError) as e:
         raise ArchlabError(f"{out}/config.json does not describe a {task} run ({e})") from None
-    for name, new, old in (
+    origins = (provenance or {}).get("origins")
+    typed = None if origins is None else {k for k, o in origins.items() if o == "flag"}
+
+    def given(part: str, name: str, new: Any) -> bool:
+        if typed is None:
+            return new is not None and new != "auto"
+        if part == "spec" and name == "model":
+            return any(k.startswith("model.") for k in typed)
+        return name == "arch" or f"{part}.{name}" in typed
+
+    for part, name, new, old in (
         *(
-            (f.name, getattr(spec, f.name), getattr(saved_spec, f.name))
+            ("spec", f.name, getattr(spec, f.name), getattr(saved_spec, f.name))
             for f in dataclasses.fields(spec)
         ),
         *(
-            (f.name, getattr(config, f.name), getattr(saved_cfg, f.name))
+            ("train", f.name, getattr(config, f.name), getattr(saved_cfg, f.name))
             for f in dataclasses.fields(config)
             if f.name not in _RESUMABLE
         ),
     ):
-        if json.dumps(new) != json.dumps(old):  # as stored: a tuple and its list are the same
+        # compared as stored: a tuple and its list are the same
+        if given(part, name, new) and json.dumps(new) != json.dumps(old):
             log.warning("resume: keeping the run's %s=%r (ignoring %r)", name, old, new)
     kept = {k: getattr(config, k) for k in _RESUMABLE}
     return saved_spec, dataclasses.replace(saved_cfg, **kept)
@@ -317,7 +342,7 @@ def train_lm(
     dist = init_distributed(config.device)
     out, resuming = _start(out, resume, dist)
     if resuming:
-        spec, config = _resolve_resume(out, spec, config, "lm")
+        spec, config = _resolve_resume(out, spec, config, "lm", provenance)
     config, hardware = _hardware(config, dist)
     with _Threads(config.threads):
         corpus, notice = resolve_corpus(spec.data)
@@ -410,7 +435,7 @@ def train_image(
     dist = init_distributed(config.device)
     out, resuming = _start(out, resume, dist)
     if resuming:
-        spec, config = _resolve_resume(out, spec, config, "image")
+        spec, config = _resolve_resume(out, spec, config, "image", provenance)
     config, hardware = _hardware(config, dist)
     with _Threads(config.threads):
         ds = load_image_dataset(spec.data, val_size=spec.val_size, train_size=spec.train_size)
