@@ -269,3 +269,19 @@ def test_word_corpus_with_too_many_distinct_words_is_one_line_fast(cli, tmp_path
     res = cli(*TINY_LM, *data, "--max-steps", "1", "--out", str(tmp_path / "o"), env=ENV)
     _one_line_exit_2(res, "--vocab-size", "distinct words")
     assert time.perf_counter() - t < 60
+
+
+# ------------------------------------------------------------------- kept fixed (issue 14)
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("task", ["lm", "image"])
+def test_device_cuda_without_cuda_is_one_line(task, corpus, capsys, tmp_path):
+    base = [*TINY_LM, "--data", str(corpus)] if task == "lm" else TINY_IMAGE
+    r = _main(capsys, *base, "--device", "cuda", "--max-steps", "1", "--out", str(tmp_path / "o"))
+    _one_line_exit_2(r, "--device cuda")
+    assert not (tmp_path / "o").exists()
+
+
+def test_val_size_0_is_refused_before_training(capsys, tmp_path):
+    r = _main(capsys, *TINY_IMAGE, "--val-size", "0", "--out", str(tmp_path / "o"))
+    _one_line_exit_2(r, "--val-size")
+    assert not (tmp_path / "o").exists()
