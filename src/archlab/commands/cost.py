@@ -46,7 +46,7 @@ OPTIONS: dict[str, dict] = {
         dest="reset_after",
         action="store_false",
         help="Keras GRU(reset_after=False): one (3*units,) bias",
-    ),  # fmt: skip
+    ),
     "--in-channels": dict(type=int, required=True),
     "--out-channels": dict(type=int, required=True),
     "--kernel-size": dict(type=_size, required=True, help="K or KHxKW"),
@@ -83,8 +83,18 @@ RECURRENT = (
     "--no-bias",
     *TOKENS,
 )
-CONV = ("--in-channels", "--out-channels", "--kernel-size", "--stride", "--padding", "--dilation",
-        "--groups", "--no-bias", "--image-size", "--batch-size")  # fmt: skip
+CONV = (
+    "--in-channels",
+    "--out-channels",
+    "--kernel-size",
+    "--stride",
+    "--padding",
+    "--dilation",
+    "--groups",
+    "--no-bias",
+    "--image-size",
+    "--batch-size",
+)
 ATTN = ("--d-model", "--heads", "--no-bias", "--causal", *TOKENS)
 FFN = ("--d-model", "--d-ff", "--activation", "--no-bias", *TOKENS)
 LAYERS: dict[str, tuple[object, str, tuple[str, ...]]] = {
@@ -92,12 +102,12 @@ LAYERS: dict[str, tuple[object, str, tuple[str, ...]]] = {
         L.linear,
         "nn.Linear / Keras Dense",
         ("--in-features", "--out-features", "--no-bias", *TOKENS),
-    ),  # fmt: skip
+    ),
     "embedding": (
         L.embedding,
         "nn.Embedding",
         ("--num-embeddings", "--embedding-dim", "--padding-idx", *TOKENS),
-    ),  # fmt: skip
+    ),
     "rnn": (L.rnn, "nn.RNN / Keras SimpleRNN (seed Part 3)", (*RECURRENT, "--nonlinearity")),
     "lstm": (L.lstm, "nn.LSTM (with proj_size)", (*RECURRENT, "--proj-size")),
     "gru": (L.gru, "nn.GRU", (*RECURRENT, "--no-reset-after")),
@@ -107,7 +117,7 @@ LAYERS: dict[str, tuple[object, str, tuple[str, ...]]] = {
         L.layernorm,
         "nn.LayerNorm over the last dim",
         ("--normalized-shape", "--no-elementwise-affine", "--no-bias", *TOKENS),
-    ),  # fmt: skip
+    ),
     "batchnorm": (
         L.batchnorm,
         "nn.BatchNorm1d/2d (training mode)",
@@ -120,24 +130,24 @@ LAYERS: dict[str, tuple[object, str, tuple[str, ...]]] = {
             "--image-size",
             "--batch-size",
         ),
-    ),  # fmt: skip
+    ),
     "attention": (L.attention, "multi-head self-attention", ATTN),
     "ffn": (L.ffn, "position-wise feed-forward network", FFN),
     "transformer-block": (
         L.transformer_block,
         "nn.TransformerEncoderLayer",
         (*ATTN, "--d-ff", "--activation", "--norm-first"),
-    ),  # fmt: skip
+    ),
     "transformer": (
         L.transformer,
         "a stack of L Transformer blocks (seed Part 5)",
         (*ATTN, "--layers", "--d-ff", "--activation", "--norm-first", "--final-norm"),
-    ),  # fmt: skip
+    ),
     "patch-embed": (
         L.patch_embed,
         "ViT patch embedding (Conv2d, kernel = stride = p)",
         ("--in-channels", "--d-model", "--patch-size", "--image-size", "--no-bias", "--batch-size"),
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -149,8 +159,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         lp = layers.add_parser(name, help=help_, description=help_)
         for opt in options:
             lp.add_argument(opt, **OPTIONS[opt])
-        lp.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16", "float64"),
-                        help="activation dtype (bytes per element)")  # fmt: skip
+        lp.add_argument(
+            "--dtype",
+            default="float32",
+            choices=("float32", "float16", "bfloat16", "float64"),
+            help="activation dtype (bytes per element)",
+        )
         lp.add_argument("--convention", default="pytorch", choices=("pytorch", "keras"))
         lp.add_argument("--json", action="store_true", help="print one JSON object")
         lp.set_defaults(func=run, options=options)

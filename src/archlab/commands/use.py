@@ -1,4 +1,7 @@
-"""`archlab eval|predict|generate|classify RUN_DIR ...`: use a trained run (archlab.train.inference)."""
+"""`archlab eval|predict|generate|classify RUN_DIR ...`: use a trained run.
+
+The work is done by :mod:`archlab.train.inference`; these are thin wrappers that print.
+"""
 
 from __future__ import annotations
 
@@ -48,11 +51,13 @@ def _eval(args: argparse.Namespace) -> int:
             else f"{res['streams']} streams with carried state, BPTT {res['bptt']}"
         )
         print(
-            f"{res['corpus']} {args.split}: loss {res['loss']:.4f} nats/token, perplexity {res['perplexity']:.2f} over {res['tokens']:,} tokens ({how})"
+            f"{res['corpus']} {args.split}: loss {res['loss']:.4f} nats/token, "
+            f"perplexity {res['perplexity']:.2f} over {res['tokens']:,} tokens ({how})"
         )
     else:
         print(
-            f"{res['dataset']} {args.split}: accuracy {res['accuracy']:.2%} over {res['examples']:,} images"
+            f"{res['dataset']} {args.split}: accuracy {res['accuracy']:.2%} "
+            f"over {res['examples']:,} images"
         )
         for name, acc in res["per_class"].items():
             print(f"  {name:>14}  {acc:.2%}" if acc is not None else f"  {name:>14}  -")

@@ -110,7 +110,8 @@ def _dot(a, kw, out):
 
 def _conv_macs(x_shape, w_shape, out_shape, transposed: bool) -> int:
     # Regular conv: every output element is a dot product over (C_in/groups) * prod(kernel) inputs;
-    # w is (C_out, C_in/groups, *k). Transposed conv: w is (C_in, C_out/groups, *k) and every *input*
+    # w is (C_out, C_in/groups, *k). Transposed conv: w is (C_in, C_out/groups, *k) and every
+    # *input*
     # element is scattered into (C_out/groups) * prod(kernel) outputs.
     if transposed:
         return prod(x_shape) * prod(w_shape[1:])
@@ -118,7 +119,8 @@ def _conv_macs(x_shape, w_shape, out_shape, transposed: bool) -> int:
 
 
 def _convolution(a, kw, out):
-    # convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+    # convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding,
+    #             groups)
     x, w, bias = a[0], a[1], a[2]
     transposed = bool(a[6]) if len(a) > 6 else False
     macs = _conv_macs(x.shape, w.shape, out.shape, transposed)

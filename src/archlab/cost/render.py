@@ -51,14 +51,20 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
 
 def render_text(cost: LayerCost) -> str:
     out = [f"{cost.layer} (convention: {cost.convention})"]
-    given = [f"{k} = {v['meaning']} = {v['value']:,}" for k, v in cost.symbols.items() if v["value"] is not None]  # fmt: skip
+    given = [
+        f"{k} = {v['meaning']} = {v['value']:,}"
+        for k, v in cost.symbols.items()
+        if v["value"] is not None
+    ]
     unset = [f"{k} = {v['meaning']}" for k, v in cost.symbols.items() if v["value"] is None]
     out.append("symbols: " + ", ".join(given))
     if unset:
         out.append("         not given: " + ", ".join(unset))
     out += ["", "Parameters"]
-    rows = [[t.name, _shape(t.shape), t.formula, "=", _product(t.shape), "=", f"{t.params:,}"]
-            for t in cost.terms]  # fmt: skip
+    rows = [
+        [t.name, _shape(t.shape), t.formula, "=", _product(t.shape), "=", f"{t.params:,}"]
+        for t in cost.terms
+    ]
     out += _table(rows)
     shown: set[str] = set()
     for t in cost.terms:  # each distinct note once, under the first term that carries it
@@ -73,14 +79,22 @@ def render_text(cost: LayerCost) -> str:
     if cost.convention_diffs:
         other = "keras" if cost.convention == "pytorch" else "pytorch"
         delta = sum(
-            (d.keras_params - d.pytorch_params) if other == "keras" else (d.pytorch_params - d.keras_params)
+            (d.keras_params - d.pytorch_params)
+            if other == "keras"
+            else (d.pytorch_params - d.keras_params)
             for d in cost.convention_diffs
-        )  # fmt: skip
+        )
         name = {"pytorch": "PyTorch", "keras": "Keras"}
-        out += ["", f"Conventions: {name[cost.convention]} counts {cost.params:,} params; "
-                    f"{name[other]} counts {cost.params + delta:,} params"]  # fmt: skip
+        out += [
+            "",
+            f"Conventions: {name[cost.convention]} counts {cost.params:,} params; "
+            f"{name[other]} counts {cost.params + delta:,} params",
+        ]
         for d in cost.convention_diffs:
-            out.append(f"  {d.name}: PyTorch {d.pytorch_params:,}, Keras {d.keras_params:,} params — {d.reason}")  # fmt: skip
+            out.append(
+                f"  {d.name}: PyTorch {d.pytorch_params:,}, Keras {d.keras_params:,} params "
+                f"— {d.reason}"
+            )
     if cost.flops:
         out += ["", "Forward FLOPs per component (1 multiply-add = 2 FLOPs)"]
         rows = [[f.kind, f.name, f.formula, "=", f"{f.flops:,}"] for f in cost.flops]
@@ -90,22 +104,44 @@ def render_text(cost: LayerCost) -> str:
             formulas = [f.formula for f in cost.flops if f.kind == kind]
             formula = f"{_factored(cost, formulas)} = " if formulas else ""
             out.append(f"  forward {kind}:{' ' * (10 - len(kind))}{formula}{human(total, 'FLOPs')}")
-        out.append(f"  backward dense:    {human(cost.flops_backward_dense, 'FLOPs')}"
-                   "  (grad wrt inputs + grad wrt weights; the input requires grad)")  # fmt: skip
-        out += ["", f"Activations saved for backward ({cost.config.get('dtype_bytes', 4)} bytes per element)"]  # fmt: skip
-        rows = [[s["name"], s["formula"], "=", f"{s['elements']:,} elements", "=",
-                 f"{s['bytes']:,} bytes"] for s in cost.saved]  # fmt: skip
+        out.append(
+            f"  backward dense:    {human(cost.flops_backward_dense, 'FLOPs')}"
+            "  (grad wrt inputs + grad wrt weights; the input requires grad)"
+        )
+        out += [
+            "",
+            f"Activations saved for backward ({cost.config.get('dtype_bytes', 4)} bytes per "
+            "element)",
+        ]
+        rows = [
+            [
+                s["name"],
+                s["formula"],
+                "=",
+                f"{s['elements']:,} elements",
+                "=",
+                f"{s['bytes']:,} bytes",
+            ]
+            for s in cost.saved
+        ]
         out += _table(rows)
         out.append(f"  total: {human(cost.activation_bytes, 'bytes')}")
     elif cost.flops_forward_dense is not None:  # e.g. embedding: no arithmetic
-        out += ["", f"Forward FLOPs: {cost.flops_forward_dense:,} dense, "
-                    f"{cost.flops_forward_pointwise:,} pointwise; backward dense "
-                    f"{cost.flops_backward_dense:,}; activations saved: "
-                    f"{human(cost.activation_bytes, 'bytes')}"]  # fmt: skip
+        out += [
+            "",
+            f"Forward FLOPs: {cost.flops_forward_dense:,} dense, "
+            f"{cost.flops_forward_pointwise:,} pointwise; backward dense "
+            f"{cost.flops_backward_dense:,}; activations saved: "
+            f"{human(cost.activation_bytes, 'bytes')}",
+        ]
     else:
         meanings = {v["meaning"] for v in cost.symbols.values()}
         opts = ["--seq-len"] if "seq_len" in meanings else []
-        opts += ["--image-size"] if any(m.startswith(("input size", "height", "patches")) for m in meanings) else []  # fmt: skip
+        opts += (
+            ["--image-size"]
+            if any(m.startswith(("input size", "height", "patches")) for m in meanings)
+            else []
+        )
         out += [
             "",
             f"(give {' / '.join(opts)} [--batch-size] for FLOPs and activation memory)",
@@ -114,16 +150,22 @@ def render_text(cost: LayerCost) -> str:
         out += ["", f"Complexity: {cost.complexity}"]
     cross = cost.derived.get("crossover")
     if cross:
-        mode = ("causal, masked half counted (the full n x n scores are computed)"
-                if cross["causal"] else "not causal")  # fmt: skip
+        mode = (
+            "causal, masked half counted (the full n x n scores are computed)"
+            if cross["causal"]
+            else "not causal"
+        )
         out.append(
             f"Crossover ({mode}): the n**2 terms (QK^T, AV) overtake the n*d**2 terms "
             f"(projections, FFN) at {cross['formula_dense']} = {cross['n_star_dense']:,} tokens "
-            f"(forward dense FLOPs); over all forward FLOPs at n* = {_num(cross['n_star_all_flops'])}"
-        )  # fmt: skip
+            "(forward dense FLOPs); over all forward FLOPs at "
+            f"n* = {_num(cross['n_star_all_flops'])}"
+        )
         if cross["causal"]:
-            out.append(f"  (a kernel that skipped the masked half would move it to n* = "
-                       f"{cross['n_star_dense_if_masked_half_skipped']:,})")  # fmt: skip
+            out.append(
+                f"  (a kernel that skipped the masked half would move it to n* = "
+                f"{cross['n_star_dense_if_masked_half_skipped']:,})"
+            )
     if cost.notes:
         out += ["", "Notes"] + [f"  - {n}" for n in cost.notes]
     return "\n".join(out) + "\n"

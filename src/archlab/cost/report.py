@@ -188,8 +188,17 @@ def render_table(rep: CostReport, depth: int | None = None) -> str:
         shown[host.name] = [a + b for a, b in zip(shown[host.name], vals, strict=True)]
         if r.source != "measured" or r.name == host.name or any(vals):
             sources[host.name].add(r.source)
-    head = ("Layer (type)", "Output shape", "Params", "Fwd dense", "Fwd pointw.", "Bwd dense",
-            "Bwd pointw.", "Act. bytes", "Source")  # fmt: skip
+    head = (
+        "Layer (type)",
+        "Output shape",
+        "Params",
+        "Fwd dense",
+        "Fwd pointw.",
+        "Bwd dense",
+        "Bwd pointw.",
+        "Act. bytes",
+        "Source",
+    )
     body = []
     for r in order:
         label = ("  " * r.depth + ("└─" if r.depth else "")) + f"{r.name.split('.')[-1]} ({r.type})"

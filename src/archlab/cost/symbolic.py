@@ -26,7 +26,8 @@ def expr(formula: str, names: tuple[str, ...]) -> sympy.Expr:
 
 @lru_cache(maxsize=256)
 def symbols_for(names: tuple[str, ...]) -> dict[str, sympy.Symbol]:
-    """Positive integer symbols; passed as ``locals`` so names like ``N``/``I``/``E`` stay symbols."""
+    """Positive integer symbols; passed as ``locals`` so names like ``N``/``I``/``E`` stay
+    symbols."""
     return {n: sympy.Symbol(n, positive=True, integer=True) for n in names}
 
 

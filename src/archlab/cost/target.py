@@ -1,4 +1,5 @@
-"""Resolve ``PKG.MODULE:CALLABLE`` to an ``nn.Module`` and build example inputs from shape strings."""
+"""Resolve ``PKG.MODULE:CALLABLE`` to an ``nn.Module``; shape-only example inputs from shape
+strings."""
 
 from __future__ import annotations
 

@@ -118,11 +118,11 @@ def stream_eval_batches(
     """Full pass for stateful models: every one of the N - 1 targets scored exactly once.
 
     The N - 1 (input, target) pairs are cut into ``batch_size`` contiguous streams of
-    ``L = ceil((N - 1) / B)`` pairs (the last stream padded: input 0, target IGNORE_INDEX); chunks of
-    ``bptt`` steps are yielded as (B, T). Start each pass with a zero state and carry it across
-    chunks: the target of pair j in stream b is then predicted from the ``j - b * L + 1`` tokens of
-    its stream up to it, so only the first few targets of each stream start from a cold state;
-    ``batch_size=1`` gives every target its full history.
+    ``L = ceil((N - 1) / B)`` pairs (the last stream padded: input 0, target IGNORE_INDEX);
+    chunks of ``bptt`` steps are yielded as (B, T). Start each pass with a zero state and carry it
+    across chunks: the target of pair j in stream b is then predicted from the ``j - b * L + 1``
+    tokens of its stream up to it, so only the first few targets of each stream start from a cold
+    state; ``batch_size=1`` gives every target its full history.
     """
     _check(data, batch_size=batch_size, bptt=bptt)
     pairs = data.numel() - 1

@@ -155,7 +155,8 @@ def _verify(remote: RemoteFile, tmp: Path, sha: str, md5: str) -> None:
 
 
 def _extract(archive: Path, members: tuple[str, ...], folder: Path) -> None:
-    """Extract exactly ``members`` (regular files) from a .tar.gz into ``folder``, atomically each."""
+    """Extract exactly ``members`` (regular files) from a .tar.gz into ``folder``, each one
+    atomically."""
     wanted = set(members)
     with tarfile.open(archive, "r:gz") as tar:
         for m in tar:
@@ -187,7 +188,7 @@ def download_file(
     progress: bool = True,
     timeout: float = 30.0,
 ) -> None:
-    """Download ``remote`` into ``folder`` (verified, atomic); raise ArchlabError if no URL works."""
+    """Download ``remote`` into ``folder`` (verified, atomic); ArchlabError if no URL works."""
     folder.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
     for url in _urls(spec, remote, mirror):

@@ -63,13 +63,10 @@ __all__ = [
 
 IMAGE_DATASETS = ("fashion-mnist", "fashion-mnist-subset", "mnist", "cifar10")
 SPLIT_SEED = 0
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+FASHION_MNIST_CLASSES = tuple(
+    "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot".split(",")
+)
+CIFAR10_CLASSES = tuple("airplane automobile bird cat deer dog frog horse ship truck".split())
 _FLIP_OK = {"fashion-mnist": True, "fashion-mnist-subset": True, "cifar10": True, "mnist": False}
 
 
@@ -131,7 +128,7 @@ def augment_batch(
 
 
 def stratified_order(labels: torch.Tensor, seed: int = SPLIT_SEED) -> torch.Tensor:
-    """Indices ordered so that every prefix is a (±1 per class) stratified sample; see module doc."""
+    """Indices ordered so that every prefix is a (±1 per class) stratified sample (module doc)."""
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(labels.numel(), generator=g)  # (N,)
     lab = labels[perm]
@@ -187,7 +184,8 @@ class ImageDataset:
         return getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
 
     def default_pad(self) -> int:
-        """Crop padding used by ``augment=True``: 4 px at 32 px (the CIFAR standard), 3 at 28, 1 at 8."""
+        """Crop padding used by ``augment=True``: 4 px at 32 px (the CIFAR standard), 3 at 28,
+        1 at 8."""
         return max(1, self.image_size // 8)
 
     def batches(
@@ -339,6 +337,16 @@ def load_image_dataset(
         trx, try_ = trx[keep], try_[keep]
     info = {"split_seed": SPLIT_SEED, "val_size": n_val, "train_size": train_size}
     return ImageDataset(
-        name, trx, try_, vx, vy, tex, tey, tuple(names), Normalization.fit(trx),
-        _FLIP_OK[name], tuple(srcs), info,
-    )  # fmt: skip
+        name,
+        trx,
+        try_,
+        vx,
+        vy,
+        tex,
+        tey,
+        tuple(names),
+        Normalization.fit(trx),
+        _FLIP_OK[name],
+        tuple(srcs),
+        info,
+    )

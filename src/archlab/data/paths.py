@@ -9,16 +9,17 @@ Search order for a dataset folder ``<root>/<folder>/``:
 
 A folder counts as found only when *every* required file is there (IDX files may be gzipped or not).
 Downloads go to the first *writable* root: ``$ARCHLAB_DATA`` if it is set, is a directory and is
-writable (by its permission bits, even for root), else ``~/.cache/archlab`` (created on demand). So ``ARCHLAB_DATA=../shared/data``
-(read-only) still reads from there but would cache new downloads under ``~/.cache/archlab``.
+writable (by its permission bits, even for root), else ``~/.cache/archlab`` (created on demand).
+So ``ARCHLAB_DATA=../shared/data`` (read-only) still reads from there but would cache new
+downloads under ``~/.cache/archlab``.
 
 Checksums (see ``shared/data/SOURCES.md`` for provenance):
 
 * ``sha256`` / ``md5``: of the bytes as downloaded (md5 only where the publisher gives nothing else:
   CIFAR-10's archive, MNIST's .gz files as listed by torchvision for the ossci mirror),
-* ``content_sha256``: of the gzip-*decompressed* file (Fashion-MNIST: .gz bytes differ by mirror, the
-  decompressed IDX files do not). Local files are re-checked against ``sha256`` (plain files) and
-  ``content_sha256`` when loaded; archive/.gz-byte hashes are checked only at download.
+* ``content_sha256``: of the gzip-*decompressed* file (Fashion-MNIST: .gz bytes differ by mirror,
+  the decompressed IDX files do not). Local files are re-checked against ``sha256`` (plain
+  files) and ``content_sha256`` when loaded; archive/.gz-byte hashes are checked only at download.
 
 What that verifies per dataset: Tiny Shakespeare and WikiText-2 — sha256 of each file, at download
 and at every load. Fashion-MNIST — sha256 of the decompressed IDX files, at download and load.

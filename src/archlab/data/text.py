@@ -70,7 +70,7 @@ class Corpus:
 
 
 def read_text(path: Path, expect_sha256: str | None = None) -> str:
-    """Read a UTF-8 file (universal newlines, as ``open`` does); one-line ArchlabError on trouble."""
+    """Read a UTF-8 file (universal newlines, as ``open`` does); a one-line ArchlabError if not."""
     try:
         data = path.read_bytes()
     except OSError as e:

@@ -37,9 +37,9 @@ Bounds (what grows with the user's text; checked by tests/test_data_text.py unde
   not the file. Fitting learns the merges from at most ``BPE_FIT_CHARS`` (8 Mi) characters (every
   k-th chunk of a longer text, spread over it): its memory, O(distinct pieces of <= 64
   characters), is then bounded whatever the input — measured here at 50-90 bytes per character
-  in the worst case (all words distinct), under 0.8 GB at the cap — and so is its time. Encoding is linear:
-  O(tokens) memory (a Python list, ~36 bytes per token). (Before: one 20 MB line took 94 s and
-  4.4 GB, a 4 MB file without spaces did not finish in 8 minutes.)
+  in the worst case (all words distinct), under 0.8 GB at the cap — and so is its time.
+  Encoding is linear: O(tokens) memory (a Python list, ~36 bytes per token). (Before: one 20 MB
+  line took 94 s and 4.4 GB, a 4 MB file without spaces did not finish in 8 minutes.)
 """
 
 from __future__ import annotations
@@ -413,7 +413,7 @@ def fit_tokenizer(
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    """Read a tokenizer written by :meth:`Tokenizer.save` (or an HF byte-level ``tokenizer.json``)."""
+    """Read a tokenizer written by :meth:`Tokenizer.save` (or an HF byte-level tokenizer.json)."""
     path = Path(path)
     try:
         raw = path.read_text(encoding="utf-8")

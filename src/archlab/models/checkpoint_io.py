@@ -74,7 +74,7 @@ def read_json(path: Path) -> Any:
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
-    """True if ``path`` holds an archlab run (config.json, a pending checkpoint, or a started run)."""
+    """True if ``path`` holds an archlab run (config.json, a pending checkpoint, a started run)."""
     p = Path(path)
     # resolved_config.json is written when a run starts: a run that died before its first
     # checkpoint is still ours (and --resume starts it afresh).
@@ -185,7 +185,8 @@ def load_weights(model: nn.Module, run_dir: Path, step: int) -> None:
 
 
 def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a trained model from ``RUN_DIR`` alone (config.json + model.safetensors), in eval mode."""
+    """Rebuild a trained model from ``RUN_DIR`` alone (config.json + model.safetensors), in eval
+    mode."""
     import archlab.models  # noqa: F401  (registers the architectures)
     from archlab.models.registry import create_model
 

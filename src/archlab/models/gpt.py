@@ -19,7 +19,8 @@ signal: only the causal mask tells positions apart; Haviv et al. 2022).
 never attended to and each real token's position counts only the real tokens before it, so a
 padded batch (left- or right-padded) gives each sequence the logits it gets alone (tested).
 ``forward(inputs_embeds=x)`` starts from token embeddings (B, T, C) instead of ids — the entry
-point for gradients with respect to the input; ``forward(idx) == forward(inputs_embeds=embed(idx))``.
+point for gradients with respect to the input:
+``forward(idx) == forward(inputs_embeds=embed(idx))``.
 """
 
 from __future__ import annotations
@@ -200,7 +201,8 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """Causal decoder LM. ``forward(idx)`` -> logits; ``forward(idx, past_kv, use_cache=True)`` ->
-    (logits, cache); ``generate(idx, max_new_tokens, ...)`` -> idx extended by the sampled tokens."""
+    (logits, cache); ``generate(idx, max_new_tokens, ...)`` -> idx extended by the sampled
+    tokens."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()

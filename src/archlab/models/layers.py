@@ -9,8 +9,8 @@
 - :func:`sample_next_token` — temperature / top-k sampling from next-token logits (GPT and the RNN
   language models share it, so both decode the same way).
 
-The attention blocks themselves stay in ``gpt.py`` and ``vit.py``: the causal one carries a KV cache,
-the image one can return its attention weights, and each reads more clearly on its own.
+The attention blocks themselves stay in ``gpt.py`` and ``vit.py``: the causal one carries a KV
+cache, the image one can return its attention weights, and each reads more clearly on its own.
 """
 
 from __future__ import annotations

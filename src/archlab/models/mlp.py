@@ -1,6 +1,6 @@
-"""A multilayer-perceptron baseline: flatten the image, hidden Linear-ReLU(-Dropout) layers, a linear
-classifier. No notion of space at all — the reference point for what convolution and attention add
-(Fashion-MNIST's benchmark table lists an MLP at 88.3%)."""
+"""A multilayer-perceptron baseline: flatten the image, hidden Linear-ReLU(-Dropout) layers, a
+linear classifier. No notion of space at all — the reference point for what convolution and
+attention add (Fashion-MNIST's benchmark table lists an MLP at 88.3%)."""
 
 from __future__ import annotations
 

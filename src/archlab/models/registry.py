@@ -5,8 +5,8 @@ Each architecture file registers a builder under a name together with its config
     @register_model("gpt", GPTConfig, task="lm")
     def _build(cfg: GPTConfig) -> GPT: return GPT(cfg)
 
-``create_model("gpt", vocab_size=65, layers=4)`` builds the config (which validates itself and raises
-``ValueError`` naming a bad field) and the model. Presets are named overrides of a registered
+``create_model("gpt", vocab_size=65, layers=4)`` builds the config (which validates itself and
+raises ``ValueError`` naming a bad field) and the model. Presets are named overrides of a registered
 architecture (``register_preset("gpt-nano", "gpt", layers=4, heads=4, d_model=128)``).
 
 Reload-safe: a name registered again by the module that registered it (``importlib.reload`` of an
@@ -89,14 +89,15 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def make_config(name: str, **overrides: Any) -> Any:
-    """The validated config dataclass for ``name`` with preset defaults and ``overrides`` applied."""
+    """The validated config dataclass of ``name``: preset defaults, then ``overrides``."""
     spec = get_spec(name)
     kwargs = {**spec.defaults, **overrides}
     valid = {f.name for f in dataclasses.fields(spec.config_cls)}
     unknown = sorted(set(kwargs) - valid)
     if unknown:
         raise ArchlabError(
-            f"{name}: unknown config field(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+            f"{name}: unknown config field(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(sorted(valid))}"
         )
     return spec.config_cls(**kwargs)
 

@@ -3,10 +3,11 @@ Residual Networks", the full pre-activation unit of Fig. 4(e)).
 
 Each basic block computes ``x + F(x)`` with ``F = conv3x3(ReLU(BN(conv3x3(ReLU(BN(x))))))``: BN and
 ReLU come *before* each conv, so the identity path from input to output carries no nonlinearity
-(§3 of the paper). When a block changes width or stride, the shortcut is a 1×1 conv (projection, He et al. 2016a
-option B) applied to the pre-activated input, so both paths start from normalized features. A 3×3 stem conv (no downsampling, the CIFAR setup
-of He et al. 2016a §4.2), stages of blocks (stride 2 at the start of every stage after the first),
-then BN-ReLU, global average pooling and a linear head.
+(§3 of the paper). When a block changes width or stride, the shortcut is a 1×1 conv (projection,
+He et al. 2016a option B) applied to the pre-activated input, so both paths start from normalized
+features. A 3×3 stem conv (no downsampling, the CIFAR setup of He et al. 2016a §4.2), stages of
+blocks (stride 2 at the start of every stage after the first), then BN-ReLU, global average
+pooling and a linear head.
 """
 
 from __future__ import annotations

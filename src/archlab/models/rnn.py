@@ -7,8 +7,8 @@ State API (one clean pair, used by truncated BPTT and by generation):
 - ``model(idx)`` -> logits (B, T, vocab), starting from a zero state;
 - ``model(idx, state, return_state=True)`` -> (logits, new_state); feeding a text in chunks while
   carrying the state gives the same logits as feeding it whole (tested);
-- ``init_state(batch_size)`` -> the zero state: ``h`` (layers, B, H) for rnn/gru, ``(h, c)`` for lstm;
-  ``detach_state(state)`` cuts the graph between BPTT windows;
+- ``init_state(batch_size)`` -> the zero state: ``h`` (layers, B, H) for rnn/gru, ``(h, c)`` for
+  lstm; ``detach_state(state)`` cuts the graph between BPTT windows;
 - ``model(idx, lengths=n)`` runs a right-padded batch with ``pack_padded_sequence``: each row's
   logits (up to its length) and final state are those it gets alone (tested); pad positions'
   logits are the decoder's output for a zero hidden vector, to be ignored;
@@ -18,7 +18,8 @@ State API (one clean pair, used by truncated BPTT and by generation):
 ``forget_bias`` (lstm only): PyTorch stores each layer's gate biases as chunks [i, f, g, o] of
 ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (torch.nn.LSTM docs), and the gate sees their sum. We set the
 f chunk of ``bias_ih`` to ``forget_bias`` and that of ``bias_hh`` to 0, so the effective forget-gate
-bias is exactly ``forget_bias`` (1.0 is the common choice: Gers et al. 2000; Jozefowicz et al. 2015).
+bias is exactly ``forget_bias`` (1.0 is the common choice: Gers et al. 2000; Jozefowicz et al.
+2015).
 """
 
 from __future__ import annotations

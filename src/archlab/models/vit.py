@@ -104,7 +104,8 @@ class ViTConfig:
 
 
 class ShiftedPatchTokens(nn.Module):
-    """SPT (Lee et al. 2021, eq. 2-3): [x, 4 diagonal half-patch shifts] -> patches -> LN -> linear."""
+    """SPT (Lee et al. 2021, eq. 2-3): [x, 4 diagonal half-patch shifts] -> patches -> LN ->
+    linear."""
 
     def __init__(self, cfg: ViTConfig):
         super().__init__()
@@ -277,11 +278,11 @@ class ViT(nn.Module):
 def mean_attention_distance(attn: torch.Tensor, cfg: ViTConfig) -> torch.Tensor:
     """Mean attention distance in pixels per head (Dosovitskiy et al. 2020 Fig. 7 / App. D.7).
 
-    ``attn`` is one layer's weights (B, heads, N_tokens, N_tokens) from ``forward(return_attn=True)``.
-    For each patch query, the weights over patch keys (class token dropped, rows renormalized) are
-    averaged against the pixel distance between patch centres; the result is the mean over queries
-    and images, shape (heads,). Uniform attention gives the mean pairwise patch distance; attending
-    only to oneself gives 0.
+    ``attn`` is one layer's weights (B, heads, N_tokens, N_tokens) from
+    ``forward(return_attn=True)``. For each patch query, the weights over patch keys (class token
+    dropped, rows renormalized) are averaged against the pixel distance between patch centres; the
+    result is the mean over queries and images, shape (heads,). Uniform attention gives the mean
+    pairwise patch distance; attending only to oneself gives 0.
     """
     g, off = cfg.grid_size, (1 if cfg.pool == "cls" else 0)
     a = attn[:, :, off:, off:].float()  # (B, nh, N, N) patch-to-patch

@@ -8,7 +8,8 @@ A run directory (``RUN_DIR``) holds::
                            once under its first name and re-tied on load)
     optimizer.safetensors  per-parameter optimizer tensors (AdamW exp_avg, exp_avg_sq, step)
     optimizer.json         param groups and scalar optimizer state
-    state.safetensors      state a Task carries between batches (an RNN's hidden state; may be empty)
+    state.safetensors      state a Task carries between batches (an RNN's hidden state; may be
+                           empty)
     tokenizer.json         the run's tokenizer (language-model runs; written by the run layer)
     resolved_config.json   every setting the run resolved, with versions and world size
     metrics.jsonl          one JSON object per log/eval event

@@ -342,7 +342,8 @@ def classify_batches(
     std: torch.Tensor | list[float] | tuple[float, ...],
     batch_size: int = 500,
 ) -> torch.Tensor:
-    """fp32 logits (N, classes) on the CPU for images ``x`` (N, C, H, W), normalized as in training."""
+    """fp32 logits (N, classes) on the CPU for images ``x`` (N, C, H, W), normalized as in
+    training."""
     device = next(_raw(model).parameters()).device
     out = []
     for a in range(0, x.size(0), batch_size):
@@ -356,7 +357,7 @@ def normalize_images(
     mean: torch.Tensor | list[float] | tuple[float, ...],
     std: torch.Tensor | list[float] | tuple[float, ...],
 ) -> torch.Tensor:
-    """(x / 255 - mean) / std per channel for uint8 ``x`` (floats are taken as already in [0, 1])."""
+    """(x / 255 - mean) / std per channel for uint8 ``x`` (a float ``x`` is taken as in [0, 1])."""
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(
         1, -1, 1, 1

@@ -1,10 +1,10 @@
 """A task-agnostic Trainer (after minGPT's: it knows nothing about GPTs, RNNs or CNNs).
 
-The Trainer owns the loop: AdamW or SGD, warmup + cosine/linear lr, gradient accumulation and clipping, bf16
-autocast, DDP, periodic full-pass evaluation, progress bar, JSONL metrics, atomic checkpoints and
-bit-identical resume. A :class:`Task` owns everything about the problem: which rows form the batch
-of step ``s`` (a pure function of seed and ``s``), the loss, the evaluation, and any state carried
-between batches (an RNN's hidden state for truncated BPTT).
+The Trainer owns the loop: AdamW or SGD, warmup + cosine/linear lr, gradient accumulation and
+clipping, bf16 autocast, DDP, periodic full-pass evaluation, progress bar, JSONL metrics, atomic
+checkpoints and bit-identical resume. A :class:`Task` owns everything about the problem: which
+rows form the batch of step ``s`` (a pure function of seed and ``s``), the loss, the evaluation,
+and any state carried between batches (an RNN's hidden state for truncated BPTT).
 
 Reproducibility contract (CPU, same thread count): the data of step ``s`` come from
 ``(seed, s)`` and torch's global generator is reseeded from ``(seed, s, rank)`` for each step,
@@ -56,7 +56,8 @@ class Task(Protocol):
     unit: str  # what throughput counts: "tokens" or "images"
 
     def train_batch(self, step: int, micro: int, grad_accum: int, dist: DistInfo) -> Any:
-        """This rank's share of micro-batch ``micro`` of optimizer step ``step`` (pure in seed, step)."""
+        """This rank's share of micro-batch ``micro`` of optimizer step ``step`` (a pure function
+        of seed and step)."""
 
     def train_loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
         """(mean loss over this rank's rows, number of units in them)."""
@@ -71,7 +72,7 @@ class Task(Protocol):
 
 
 class Callback:
-    """Hooks; set ``trainer.should_stop = True`` to end after the current step (with a checkpoint)."""
+    """Hooks; ``trainer.should_stop = True`` ends the run after the current step (checkpointed)."""
 
     def on_train_start(self, trainer: Trainer) -> None: ...
     def on_step_end(self, trainer: Trainer, logs: dict[str, float] | None) -> None: ...

@@ -37,12 +37,27 @@ from archlab.cost.types import ConventionDiff, FlopTerm, LayerCost, Term
 from archlab.errors import ArchlabError
 
 CONVENTIONS = ("pytorch", "keras")
-DTYPE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "fp32": 4, "fp16": 2,
-               "bf16": 2, "double": 8, "float": 4, "half": 2}  # fmt: skip
+DTYPE_BYTES = {
+    "float64": 8,
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "fp32": 4,
+    "fp16": 2,
+    "bf16": 2,
+    "double": 8,
+    "float": 4,
+    "half": 2,
+}
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "silu")
 # Which tensor an activation saves for its backward (checked with saved_tensors_hooks in tests).
-ACTIVATION_SAVES = {"relu": "output", "tanh": "output", "sigmoid": "output", "gelu": "input",
-                    "silu": "input"}  # fmt: skip
+ACTIVATION_SAVES = {
+    "relu": "output",
+    "tanh": "output",
+    "sigmoid": "output",
+    "gelu": "input",
+    "silu": "input",
+}
 SOFTMAX_FLOPS = 5  # per element: max, subtract, exp, sum, divide
 NORM_FLOPS = 5  # per element: mean-sum, subtract, square, variance-sum, multiply by 1/sigma
 AFFINE_FLOPS = 2  # per element: gamma * x_hat + beta
@@ -89,7 +104,9 @@ def dtype_bytes(dtype: int | str) -> int:
     if isinstance(dtype, str):
         key = dtype.removeprefix("torch.")
         if key not in DTYPE_BYTES:
-            raise ArchlabError(f"dtype must be bytes per element or one of {', '.join(DTYPE_BYTES)}, got {dtype!r}")  # fmt: skip
+            raise ArchlabError(
+                f"dtype must be bytes per element or one of {', '.join(DTYPE_BYTES)}, got {dtype!r}"
+            )
         return DTYPE_BYTES[key]
     if isinstance(dtype, bool) or not isinstance(dtype, int) or dtype not in (1, 2, 4, 8):
         raise ArchlabError(f"dtype must be 1, 2, 4 or 8 bytes per element, got {dtype!r}")
@@ -237,7 +254,10 @@ class Derivation:
             divisors=("g",) if "g" in self.symbols else (),
         )
         if sized:
-            cost.flops = [FlopTerm(n, k, evaluate(f, v), f) for n, k, f in self.flops]  # type: ignore[arg-type]
+            cost.flops = [
+                FlopTerm(n, k, evaluate(f, v), f)  # type: ignore[arg-type]
+                for n, k, f in self.flops
+            ]
             cost.flops_forward_dense = sum(t.flops for t in cost.flops if t.kind == "dense")
             cost.flops_forward_pointwise = sum(t.flops for t in cost.flops if t.kind == "pointwise")
             cost.flops_backward_dense = sum(evaluate(f, v) for _, f in self.backward)

@@ -60,9 +60,19 @@ def linear(
     i, o = positive("in_features", in_features), positive("out_features", out_features)
     sized, B, n = _tokens(batch_size, seq_len)
     cfg = dict(in_features=i, out_features=o, bias=bias, batch_size=batch_size, seq_len=seq_len)
-    d = Derivation("linear", cfg, check_convention(convention), dict(
-        i=Sym("in_features", i), o=Sym("out_features", o), B=Sym("batch_size", B),
-        n=Sym("seq_len", n)), dtype=dtype_bytes(dtype), order=("n", "i", "o"))  # fmt: skip
+    d = Derivation(
+        "linear",
+        cfg,
+        check_convention(convention),
+        dict(
+            i=Sym("in_features", i),
+            o=Sym("out_features", o),
+            B=Sym("batch_size", B),
+            n=Sym("seq_len", n),
+        ),
+        dtype=dtype_bytes(dtype),
+        order=("n", "i", "o"),
+    )
     d.param("weight", (o, i), "o*i")
     d.flop("x @ weight.T", "dense", "2*B*n*i*o")
     if bias:
@@ -82,19 +92,41 @@ def embedding(
     dtype: int | str = 4,
     convention: str = "pytorch",
 ) -> LayerCost:
-    """``nn.Embedding``: a row gather, 0 FLOPs forward; its backward is a scatter-add (pointwise)."""
+    """``nn.Embedding``: a row gather, 0 FLOPs forward; its backward is a scatter-add
+    (pointwise)."""
     V, e = positive("num_embeddings", num_embeddings), positive("embedding_dim", embedding_dim)
     sized, B, n = _tokens(batch_size, seq_len)
-    cfg = dict(num_embeddings=V, embedding_dim=e, padding_idx=padding_idx, batch_size=batch_size,
-               seq_len=seq_len)  # fmt: skip
-    d = Derivation("embedding", cfg, check_convention(convention), dict(
-        V=Sym("num_embeddings", V), e=Sym("embedding_dim", e), B=Sym("batch_size", B),
-        n=Sym("seq_len", n)), dtype=dtype_bytes(dtype), order=("n", "e"))  # fmt: skip
-    note = "the padding_idx row is still a parameter (it gets no gradient)" if padding_idx is not None else ""  # fmt: skip
+    cfg = dict(
+        num_embeddings=V,
+        embedding_dim=e,
+        padding_idx=padding_idx,
+        batch_size=batch_size,
+        seq_len=seq_len,
+    )
+    d = Derivation(
+        "embedding",
+        cfg,
+        check_convention(convention),
+        dict(
+            V=Sym("num_embeddings", V),
+            e=Sym("embedding_dim", e),
+            B=Sym("batch_size", B),
+            n=Sym("seq_len", n),
+        ),
+        dtype=dtype_bytes(dtype),
+        order=("n", "e"),
+    )
+    note = (
+        "the padding_idx row is still a parameter (it gets no gradient)"
+        if padding_idx is not None
+        else ""
+    )
     d.param("weight", (V, e), "V*e", note)
     d.save("indices (B, n) int64", "B*n", 8)
-    d.notes.append("forward is a gather of n rows: 0 FLOPs, O(n*e) data movement; backward "
-                   "scatter-adds B*n*e gradient elements (not dense)")  # fmt: skip
+    d.notes.append(
+        "forward is a gather of n rows: 0 FLOPs, O(n*e) data movement; backward "
+        "scatter-adds B*n*e gradient elements (not dense)"
+    )
     cost = d.finish(sized)
     cost.complexity = "O(n*e)"
     if sized:
@@ -115,11 +147,21 @@ def layernorm(
     """``nn.LayerNorm(d)`` over the last dim (Ba et al. 2016); Keras LayerNormalization: same."""
     D = positive("normalized_shape", normalized_shape)
     sized, B, n = _tokens(batch_size, seq_len)
-    cfg = dict(normalized_shape=D, elementwise_affine=elementwise_affine, bias=bias,
-               batch_size=batch_size, seq_len=seq_len)  # fmt: skip
-    d = Derivation("layernorm", cfg, check_convention(convention), dict(
-        d=Sym("normalized_shape", D), B=Sym("batch_size", B), n=Sym("seq_len", n)),
-        dtype=dtype_bytes(dtype), order=("n", "d"))  # fmt: skip
+    cfg = dict(
+        normalized_shape=D,
+        elementwise_affine=elementwise_affine,
+        bias=bias,
+        batch_size=batch_size,
+        seq_len=seq_len,
+    )
+    d = Derivation(
+        "layernorm",
+        cfg,
+        check_convention(convention),
+        dict(d=Sym("normalized_shape", D), B=Sym("batch_size", B), n=Sym("seq_len", n)),
+        dtype=dtype_bytes(dtype),
+        order=("n", "d"),
+    )
     add_layernorm(d, elementwise_affine, bias)
     return d.finish(sized)
 
@@ -131,8 +173,11 @@ def add_layernorm(d: Derivation, affine: bool, bias: bool, prefix: str = "") -> 
         d.param(f"{prefix}weight", (d.symbols["d"].value,), "d", "gamma")
         if bias:
             d.param(f"{prefix}bias", (d.symbols["d"].value,), "d", "beta")
-        d.flop(f"{prefix}affine gamma*x_hat + beta" if bias else f"{prefix}scale gamma*x_hat",
-               "pointwise", f"{AFFINE_FLOPS if bias else 1}*B*n*d")  # fmt: skip
+        d.flop(
+            f"{prefix}affine gamma*x_hat + beta" if bias else f"{prefix}scale gamma*x_hat",
+            "pointwise",
+            f"{AFFINE_FLOPS if bias else 1}*B*n*d",
+        )
     # Statistics are saved in the input dtype by the CPU kernel (checked in the tests); CUDA
     # kernels may keep them in float32 for half inputs: 2 x 2 bytes per row more.
     d.save(f"{prefix}input x (B, n, d)", "B*n*d")
@@ -152,7 +197,8 @@ def batchnorm(
     dtype: int | str = 4,
     convention: str = "pytorch",
 ) -> LayerCost:
-    """``nn.BatchNorm1d`` on (B, C[, L]) (dims=1, L = seq_len) or ``nn.BatchNorm2d`` on (B, C, H, W).
+    """``nn.BatchNorm1d`` on (B, C[, L]) (dims=1, L = seq_len) or ``nn.BatchNorm2d`` on
+    (B, C, H, W).
 
     Costs are for training mode (batch statistics; Ioffe & Szegedy 2015). Running mean/var are
     *buffers* in PyTorch (not in ``parameters()``) but non-trainable *weights* in Keras
@@ -174,11 +220,23 @@ def batchnorm(
         hw = hw or ((1, 1) if sized else (None, None))
         spatial = {"H": Sym("height", hw[0]), "W": Sym("width", hw[1])}
         sp = "H*W"
-    cfg = dict(num_features=C, dims=dims, affine=affine, track_running_stats=track_running_stats,
-               batch_size=batch_size, seq_len=seq_len, image_size=image_size)  # fmt: skip
-    d = Derivation(f"batchnorm{dims}d", cfg, check_convention(convention), dict(
-        C=Sym("num_features", C), B=Sym("batch_size", (b or 1) if sized else None), **spatial),
-        dtype=dtype_bytes(dtype), order=(*spatial, "C"))  # fmt: skip
+    cfg = dict(
+        num_features=C,
+        dims=dims,
+        affine=affine,
+        track_running_stats=track_running_stats,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        image_size=image_size,
+    )
+    d = Derivation(
+        f"batchnorm{dims}d",
+        cfg,
+        check_convention(convention),
+        dict(C=Sym("num_features", C), B=Sym("batch_size", (b or 1) if sized else None), **spatial),
+        dtype=dtype_bytes(dtype),
+        order=(*spatial, "C"),
+    )
     d.flop("normalise with batch statistics", "pointwise", f"{NORM_FLOPS}*B*C*{sp}")
     if affine:
         d.param("weight", (C,), "C", "gamma")
@@ -188,11 +246,16 @@ def batchnorm(
         if convention == "keras":
             for name in ("moving_mean", "moving_variance"):
                 d.param(name, (C,), "C", "non-trainable weight, counted in Keras' total params")
-        d.diffs.append(ConventionDiff(
-            "running mean/var", 0, 2 * C,
-            "PyTorch registers running_mean/running_var (and num_batches_tracked) as buffers, not "
-            "parameters; Keras BatchNormalization keeps moving_mean/moving_variance as "
-            "non-trainable weights, included in count_params()"))  # fmt: skip
+        d.diffs.append(
+            ConventionDiff(
+                "running mean/var",
+                0,
+                2 * C,
+                "PyTorch registers running_mean/running_var (and num_batches_tracked) as "
+                "buffers, not parameters; Keras BatchNormalization keeps "
+                "moving_mean/moving_variance as non-trainable weights, included in count_params()",
+            )
+        )
     d.save(f"input x (B, C, {sp.replace('*', ', ')})", f"B*C*{sp}")
     d.save("save_mean (C)", "C")  # input dtype on CPU, as LayerNorm's statistics
     d.save("save_invstd (C)", "C")
@@ -218,19 +281,33 @@ def conv(
     """``nn.Conv1d`` (dims=1, image_size = input length) / ``nn.Conv2d`` (dims=2)."""
     if dims not in (1, 2):
         raise ArchlabError(f"dims must be 1 or 2, got {dims!r}")
-    Ci, Co, g = (positive(n, v) for n, v in
-                 (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)))  # fmt: skip
+    Ci, Co, g = (
+        positive(n, v)
+        for n, v in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("groups", groups),
+        )
+    )
     if Ci % g or Co % g:
         raise ArchlabError(f"groups ({g}) must divide in_channels ({Ci}) and out_channels ({Co})")
-    k, s, dil = (tuple_of(n, v, dims) for n, v in
-                 (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)))  # fmt: skip
+    k, s, dil = (
+        tuple_of(n, v, dims)
+        for n, v in (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation))
+    )
     if padding in ("valid", "same"):
         if padding == "same" and any(x != 1 for x in s):
             raise ArchlabError("padding='same' needs stride 1 (as in PyTorch)")
-        pad = tuple(dl * (kk - 1) for dl, kk in zip(dil, k, strict=True)) if padding == "same" else (0,) * dims  # fmt: skip
+        pad = (
+            tuple(dl * (kk - 1) for dl, kk in zip(dil, k, strict=True))
+            if padding == "same"
+            else (0,) * dims
+        )
         total_pad = pad  # total over both sides
     elif isinstance(padding, str):
-        raise ArchlabError(f"padding must be an int, {dims} ints, 'valid' or 'same', got {padding!r}")  # fmt: skip
+        raise ArchlabError(
+            f"padding must be an int, {dims} ints, 'valid' or 'same', got {padding!r}"
+        )
     else:
         total_pad = tuple(2 * p for p in tuple_of("padding", padding, dims, minimum=0))
     b = optional_positive("batch_size", batch_size)
@@ -244,13 +321,19 @@ def conv(
             if span > x + p:
                 raise ArchlabError(
                     f"kernel_size {kk} (span {span} with dilation {dl}) is larger than the padded "
-                    f"input {x + p} (image_size {x} + padding {p}) along dim {ax}")  # fmt: skip
+                    f"input {x + p} (image_size {x} + padding {p}) along dim {ax}"
+                )
             out.append((x + p - span) // st + 1)
     sq = len(set(k)) == 1
     if dims == 1:
         ks, kf, sp_in, sp_out = {"k": Sym("kernel_size", k[0])}, "k", ("L_in",), ("L_out",)
     elif sq:
-        ks, kf, sp_in, sp_out = {"k": Sym("kernel_size", k[0])}, "k**2", ("H_in", "W_in"), ("H_out", "W_out")  # fmt: skip
+        ks, kf, sp_in, sp_out = (
+            {"k": Sym("kernel_size", k[0])},
+            "k**2",
+            ("H_in", "W_in"),
+            ("H_out", "W_out"),
+        )
     else:
         ks = {"k_h": Sym("kernel_size[0]", k[0]), "k_w": Sym("kernel_size[1]", k[1])}
         kf, sp_in, sp_out = "k_h*k_w", ("H_in", "W_in"), ("H_out", "W_out")
@@ -263,14 +346,33 @@ def conv(
     for j, name in enumerate(sp_out):
         syms[name] = Sym(f"output size[{j}]", out[j] if out else None)
     # Normalised (tuples per spatial dim), so conv2d(k=3) and a module's (3, 3) read the same.
-    cfg = dict(in_channels=Ci, out_channels=Co, kernel_size=k, stride=s,
-               padding=padding if isinstance(padding, str) else tuple(p // 2 for p in total_pad),
-               dilation=dil, groups=g, bias=bias, image_size=size, batch_size=b)  # fmt: skip
-    d = Derivation(f"conv{dims}d", cfg, check_convention(convention), syms, dtype=dtype_bytes(dtype),
-                   order=(*sp_out, *ks, "C_in", "C_out", "g"))  # fmt: skip
+    cfg = dict(
+        in_channels=Ci,
+        out_channels=Co,
+        kernel_size=k,
+        stride=s,
+        padding=padding if isinstance(padding, str) else tuple(p // 2 for p in total_pad),
+        dilation=dil,
+        groups=g,
+        bias=bias,
+        image_size=size,
+        batch_size=b,
+    )
+    d = Derivation(
+        f"conv{dims}d",
+        cfg,
+        check_convention(convention),
+        syms,
+        dtype=dtype_bytes(dtype),
+        order=(*sp_out, *ks, "C_in", "C_out", "g"),
+    )
     cin = "C_in/g" if g > 1 else "C_in"
-    d.param("weight", (Co, Ci // g, *k), f"C_out*{cin}*{kf}",
-            f"{Co} filters of shape ({Ci // g}, {', '.join(map(str, k))})")  # fmt: skip
+    d.param(
+        "weight",
+        (Co, Ci // g, *k),
+        f"C_out*{cin}*{kf}",
+        f"{Co} filters of shape ({Ci // g}, {', '.join(map(str, k))})",
+    )
     pos = "*".join(sp_out)
     d.flop("convolution", "dense", f"2*B*{pos}*C_out*{cin}*{kf}")
     if bias:
@@ -305,20 +407,37 @@ def patch_embed(
 
     n = (H/p)(W/p) patches; class token and position embeddings belong to the model, not here.
     """
-    C, D, p = (positive(n, v) for n, v in
-               (("in_channels", in_channels), ("d_model", d_model), ("patch_size", patch_size)))  # fmt: skip
+    C, D, p = (
+        positive(n, v)
+        for n, v in (("in_channels", in_channels), ("d_model", d_model), ("patch_size", patch_size))
+    )
     hw = tuple_of("image_size", image_size, 2) if image_size is not None else None
     if hw is not None and (hw[0] % p or hw[1] % p):
         raise ArchlabError(f"image_size {hw} must be divisible by patch_size {p}")
     b = optional_positive("batch_size", batch_size)
     sized = hw is not None
-    cfg = dict(in_channels=C, d_model=D, patch_size=p, image_size=image_size, bias=bias,
-               batch_size=batch_size)  # fmt: skip
-    d = Derivation("patch_embed", cfg, check_convention(convention), dict(
-        C=Sym("in_channels", C), d=Sym("d_model", D), p=Sym("patch_size", p),
-        n=Sym("patches (H/p)*(W/p)", (hw[0] // p) * (hw[1] // p) if hw else None),
-        B=Sym("batch_size", (b or 1) if sized else None)), dtype=dtype_bytes(dtype),
-        order=("n", "p", "C", "d"))  # fmt: skip
+    cfg = dict(
+        in_channels=C,
+        d_model=D,
+        patch_size=p,
+        image_size=image_size,
+        bias=bias,
+        batch_size=batch_size,
+    )
+    d = Derivation(
+        "patch_embed",
+        cfg,
+        check_convention(convention),
+        dict(
+            C=Sym("in_channels", C),
+            d=Sym("d_model", D),
+            p=Sym("patch_size", p),
+            n=Sym("patches (H/p)*(W/p)", (hw[0] // p) * (hw[1] // p) if hw else None),
+            B=Sym("batch_size", (b or 1) if sized else None),
+        ),
+        dtype=dtype_bytes(dtype),
+        order=("n", "p", "C", "d"),
+    )
     d.param("proj.weight", (D, C, p, p), "d*C*p**2", "Conv2d(C, d, kernel_size=p, stride=p)")
     d.flop("patch projection", "dense", "2*B*n*d*C*p**2")
     if bias:

@@ -54,34 +54,69 @@ def module_cost(
     dt = x.element_size() if x.is_floating_point() else 4
     if isinstance(module, nn.Linear):
         B, n = _tokens(x.shape)
-        return linear(module.in_features, module.out_features, bias=module.bias is not None,
-                      batch_size=B, seq_len=n, dtype=dt)  # fmt: skip
+        return linear(
+            module.in_features,
+            module.out_features,
+            bias=module.bias is not None,
+            batch_size=B,
+            seq_len=n,
+            dtype=dt,
+        )
     if isinstance(module, nn.Embedding):
         B, n = (1, x.shape[0]) if x.dim() == 1 else (math.prod(x.shape[:-1]), x.shape[-1])
-        return embedding(module.num_embeddings, module.embedding_dim,
-                         padding_idx=module.padding_idx, batch_size=B, seq_len=n,
-                         dtype=module.weight.element_size())  # fmt: skip
+        return embedding(
+            module.num_embeddings,
+            module.embedding_dim,
+            padding_idx=module.padding_idx,
+            batch_size=B,
+            seq_len=n,
+            dtype=module.weight.element_size(),
+        )
     if isinstance(module, nn.LayerNorm):
         if len(module.normalized_shape) != 1:
             return None
         B, n = _tokens(x.shape)
-        return layernorm(module.normalized_shape[0], elementwise_affine=module.elementwise_affine,
-                         bias=module.bias is not None, batch_size=B, seq_len=n, dtype=dt)  # fmt: skip
+        return layernorm(
+            module.normalized_shape[0],
+            elementwise_affine=module.elementwise_affine,
+            bias=module.bias is not None,
+            batch_size=B,
+            seq_len=n,
+            dtype=dt,
+        )
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
         dims = 2 if isinstance(module, nn.BatchNorm2d) else 1
-        spatial = dict(image_size=tuple(x.shape[-2:])) if dims == 2 else dict(
-            seq_len=x.shape[2] if x.dim() == 3 else None)  # fmt: skip
-        return batchnorm(module.num_features, dims=dims, affine=module.affine,
-                         track_running_stats=module.track_running_stats,
-                         batch_size=x.shape[0] if x.dim() > dims else 1, dtype=dt, **spatial)  # fmt: skip
+        spatial = (
+            dict(image_size=tuple(x.shape[-2:]))
+            if dims == 2
+            else dict(seq_len=x.shape[2] if x.dim() == 3 else None)
+        )
+        return batchnorm(
+            module.num_features,
+            dims=dims,
+            affine=module.affine,
+            track_running_stats=module.track_running_stats,
+            batch_size=x.shape[0] if x.dim() > dims else 1,
+            dtype=dt,
+            **spatial,
+        )
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         dims = 1 if isinstance(module, nn.Conv1d) else 2
         batched = x.dim() == dims + 2
-        return conv(module.in_channels, module.out_channels, module.kernel_size, dims=dims,
-                    stride=module.stride, padding=module.padding, dilation=module.dilation,
-                    groups=module.groups, bias=module.bias is not None,
-                    image_size=tuple(x.shape[-dims:]), batch_size=x.shape[0] if batched else 1,
-                    dtype=dt)  # fmt: skip
+        return conv(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            dims=dims,
+            stride=module.stride,
+            padding=module.padding,
+            dilation=module.dilation,
+            groups=module.groups,
+            bias=module.bias is not None,
+            image_size=tuple(x.shape[-dims:]),
+            batch_size=x.shape[0] if batched else 1,
+            dtype=dt,
+        )
     if isinstance(module, (nn.RNN, nn.LSTM, nn.GRU)):
         return _recurrent(module, x, dt)
     if isinstance(module, nn.MultiheadAttention):
@@ -98,8 +133,14 @@ def _recurrent(m: nn.RNNBase, x: torch.Tensor, dt: int) -> LayerCost | None:
         n, B = x.shape[0], 1
     else:
         n, B = (x.shape[1], x.shape[0]) if m.batch_first else (x.shape[0], x.shape[1])
-    common = dict(num_layers=m.num_layers, bias=m.bias, bidirectional=m.bidirectional,
-                  batch_size=B, seq_len=n, dtype=dt)  # fmt: skip
+    common = dict(
+        num_layers=m.num_layers,
+        bias=m.bias,
+        bidirectional=m.bidirectional,
+        batch_size=B,
+        seq_len=n,
+        dtype=dt,
+    )
     if isinstance(m, nn.LSTM):
         return lstm(m.input_size, m.hidden_size, proj_size=m.proj_size, **common)
     if isinstance(m, nn.GRU):
@@ -111,8 +152,11 @@ def _is_self(inputs: tuple, kwargs: dict) -> bool:
     q = inputs[0]
     k = inputs[1] if len(inputs) > 1 else kwargs.get("key")
     v = inputs[2] if len(inputs) > 2 else kwargs.get("value")
-    return k is not None and v is not None and all(
-        t is q or (t.shape == q.shape and t.data_ptr() == q.data_ptr()) for t in (k, v))  # fmt: skip
+    return (
+        k is not None
+        and v is not None
+        and all(t is q or (t.shape == q.shape and t.data_ptr() == q.data_ptr()) for t in (k, v))
+    )
 
 
 def _mha(m: nn.MultiheadAttention, inputs: tuple, kwargs: dict, dt: int) -> LayerCost | None:
@@ -128,8 +172,15 @@ def _mha(m: nn.MultiheadAttention, inputs: tuple, kwargs: dict, dt: int) -> Laye
         n, B = (q.shape[1], q.shape[0]) if m.batch_first else (q.shape[0], q.shape[1])
     mask = kwargs.get("attn_mask", inputs[5] if len(inputs) > 5 else None)
     causal = bool(kwargs.get("is_causal", False)) or mask is not None
-    return attention(m.embed_dim, m.num_heads, bias=m.in_proj_bias is not None, causal=causal,
-                     batch_size=B, seq_len=n, dtype=dt)  # fmt: skip
+    return attention(
+        m.embed_dim,
+        m.num_heads,
+        bias=m.in_proj_bias is not None,
+        causal=causal,
+        batch_size=B,
+        seq_len=n,
+        dtype=dt,
+    )
 
 
 def _encoder_layer(m: nn.TransformerEncoderLayer, x, inputs, kwargs, dt) -> LayerCost | None:
@@ -138,11 +189,22 @@ def _encoder_layer(m: nn.TransformerEncoderLayer, x, inputs, kwargs, dt) -> Laye
     if activation is None or x.dim() not in (2, 3):
         return None
     sa = m.self_attn
-    n, B = (x.shape[0], 1) if x.dim() == 2 else (
-        (x.shape[1], x.shape[0]) if sa.batch_first else (x.shape[0], x.shape[1]))  # fmt: skip
+    n, B = (
+        (x.shape[0], 1)
+        if x.dim() == 2
+        else ((x.shape[1], x.shape[0]) if sa.batch_first else (x.shape[0], x.shape[1]))
+    )
     mask = kwargs.get("src_mask", inputs[1] if len(inputs) > 1 else None)
     causal = bool(kwargs.get("is_causal", False)) or mask is not None
-    return transformer_block(sa.embed_dim, sa.num_heads, m.linear1.out_features,
-                             norm_first=m.norm_first, activation=activation,
-                             bias=m.linear1.bias is not None, causal=causal, batch_size=B,
-                             seq_len=n, dtype=dt)  # fmt: skip
+    return transformer_block(
+        sa.embed_dim,
+        sa.num_heads,
+        m.linear1.out_features,
+        norm_first=m.norm_first,
+        activation=activation,
+        bias=m.linear1.bias is not None,
+        causal=causal,
+        batch_size=B,
+        seq_len=n,
+        dtype=dt,
+    )

@@ -5,8 +5,8 @@ Equations and parameter shapes are the PyTorch docs' (torch.nn.RNN / LSTM / GRU)
 * RNN:  h_t = tanh(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh)                (G = 1 gate)
 * LSTM: i,f,g,o = σ,σ,tanh,σ(x_t W_iᵀ + b_i + h_{t-1} W_hᵀ + b_h); c_t = f⊙c_{t-1} + i⊙g;
         h_t = o⊙tanh(c_t); with proj_size p: h_t = W_hr (o⊙tanh(c_t)), W_hr (p, h)   (G = 4)
-* GRU:  r,z = σ(x W_ir,zᵀ + b_ir,z + h W_hr,zᵀ + b_hr,z); n = tanh(x W_inᵀ + b_in + r⊙(h W_hnᵀ + b_hn));
-        h_t = (1-z)⊙n + z⊙h_{t-1}                                           (G = 3)
+* GRU:  r,z = σ(x W_ir,zᵀ + b_ir,z + h W_hr,zᵀ + b_hr,z);
+        n = tanh(x W_inᵀ + b_in + r⊙(h W_hnᵀ + b_hn)); h_t = (1-z)⊙n + z⊙h_{t-1}     (G = 3)
 
 Layer 0 reads input_size features; layer l > 0 reads D·P (D = 2 if bidirectional, P = proj_size
 or hidden_size). PyTorch keeps two bias vectors per layer and direction, b_ih and b_hh, although
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-from archlab.cost.formulas._base import (  # fmt: skip
+from archlab.cost.formulas._base import (
     Derivation,
     Sym,
     check_convention,
@@ -57,10 +57,22 @@ SAVED = {
 }
 
 
-def _recurrent(kind: str, input_size: int, hidden_size: int, *, num_layers: int, bias: bool,
-               bidirectional: bool, proj_size: int, nonlinearity: str, reset_after: bool,
-               batch_size: int | None, seq_len: int | None, dtype: int | str,
-               convention: str) -> LayerCost:  # fmt: skip
+def _recurrent(
+    kind: str,
+    input_size: int,
+    hidden_size: int,
+    *,
+    num_layers: int,
+    bias: bool,
+    bidirectional: bool,
+    proj_size: int,
+    nonlinearity: str,
+    reset_after: bool,
+    batch_size: int | None,
+    seq_len: int | None,
+    dtype: int | str,
+    convention: str,
+) -> LayerCost:
     i, h = positive("input_size", input_size), positive("hidden_size", hidden_size)
     nl = positive("num_layers", num_layers)
     check_convention(convention)
@@ -73,7 +85,9 @@ def _recurrent(kind: str, input_size: int, hidden_size: int, *, num_layers: int,
     if nonlinearity not in ("tanh", "relu"):
         raise ArchlabError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     if kind == "gru" and not reset_after and convention == "pytorch":
-        raise ArchlabError("reset_after=False exists only in Keras (PyTorch's GRU applies r after W_hn)")  # fmt: skip
+        raise ArchlabError(
+            "reset_after=False exists only in Keras (PyTorch's GRU applies r after W_hn)"
+        )
     b, n = optional_positive("batch_size", batch_size), optional_positive("seq_len", seq_len)
     sized = n is not None
     G, D = GATES[kind], 2 if bidirectional else 1
@@ -81,20 +95,42 @@ def _recurrent(kind: str, input_size: int, hidden_size: int, *, num_layers: int,
     syms = dict(i=Sym("input_size", i), h=Sym("hidden_size", h))
     if proj_size:
         syms["p"] = Sym("proj_size", proj_size)
-    syms |= dict(L=Sym("num_layers", nl), B=Sym("batch_size", (b or 1) if sized else None),
-                 n=Sym("seq_len", n))  # fmt: skip
-    cfg = dict(input_size=i, hidden_size=h, num_layers=nl, bias=bias, bidirectional=bidirectional,
-               proj_size=proj_size, batch_size=batch_size, seq_len=seq_len)  # fmt: skip
+    syms |= dict(
+        L=Sym("num_layers", nl),
+        B=Sym("batch_size", (b or 1) if sized else None),
+        n=Sym("seq_len", n),
+    )
+    cfg = dict(
+        input_size=i,
+        hidden_size=h,
+        num_layers=nl,
+        bias=bias,
+        bidirectional=bidirectional,
+        proj_size=proj_size,
+        batch_size=batch_size,
+        seq_len=seq_len,
+    )
     if kind == "rnn":
         cfg["nonlinearity"] = nonlinearity
     if kind == "gru" and convention == "keras":
         cfg["reset_after"] = reset_after
-    d = Derivation(kind, cfg, convention, syms, dtype=dtype_bytes(dtype), order=("n", "L", "h", "p", "i"),
-                   outer=("n",), fixed_symbols=("B",) + (("L",) if nl == 1 else ()))  # fmt: skip
+    d = Derivation(
+        kind,
+        cfg,
+        convention,
+        syms,
+        dtype=dtype_bytes(dtype),
+        order=("n", "L", "h", "p", "i"),
+        outer=("n",),
+        fixed_symbols=("B",) + (("L",) if nl == 1 else ()),
+    )
 
     # --- parameters, in PyTorch's named_parameters() order -------------------------------------
-    keras_bias = {"rnn": ("b", (h,), "h"), "lstm": ("b", (4 * h,), "4*h"),
-                  "gru": ("b", (2, 3 * h), "2*3*h") if reset_after else ("b", (3 * h,), "3*h")}[kind]  # fmt: skip
+    keras_bias = {
+        "rnn": ("b", (h,), "h"),
+        "lstm": ("b", (4 * h,), "4*h"),
+        "gru": ("b", (2, 3 * h), "2*3*h") if reset_after else ("b", (3 * h,), "3*h"),
+    }[kind]
     pv = proj_size or h
     Gh = f"{G}*h" if G > 1 else "h"
     for layer in range(nl):
@@ -113,15 +149,25 @@ def _recurrent(kind: str, input_size: int, hidden_size: int, *, num_layers: int,
                 d.param(f"W_hr{sfx}", (proj_size, h), "p*h", "LSTM projection h_t = W_hr h_t")
     if bias and not proj_size:  # with a projection there is no Keras layer to compare with
         torch_b, keras_b = 2 * G * h * nl * D, math.prod(keras_bias[1]) * nl * D
-        why = {"rnn": "Keras SimpleRNN has one bias vector (units,)",
-               "lstm": "Keras LSTM has one bias vector (4*units,)",
-               "gru": ("Keras GRU(reset_after=True) has one bias of shape (2, 3*units): the same "
-                       "count, input and recurrent halves") if reset_after else
-                      "Keras GRU(reset_after=False) has one bias (3*units,)"}[kind]  # fmt: skip
-        d.diffs.append(ConventionDiff(
-            "bias", torch_b, keras_b,
-            f"PyTorch nn.{kind.upper() if kind != 'lstm' else 'LSTM'} carries two bias vectors "
-            f"per layer and direction, b_ih and b_hh (PyTorch docs); {why}"))  # fmt: skip
+        why = {
+            "rnn": "Keras SimpleRNN has one bias vector (units,)",
+            "lstm": "Keras LSTM has one bias vector (4*units,)",
+            "gru": (
+                "Keras GRU(reset_after=True) has one bias of shape (2, 3*units): the same "
+                "count, input and recurrent halves"
+            )
+            if reset_after
+            else "Keras GRU(reset_after=False) has one bias (3*units,)",
+        }[kind]
+        d.diffs.append(
+            ConventionDiff(
+                "bias",
+                torch_b,
+                keras_b,
+                f"PyTorch nn.{kind.upper() if kind != 'lstm' else 'LSTM'} carries two bias vectors "
+                f"per layer and direction, b_ih and b_hh (PyTorch docs); {why}",
+            )
+        )
 
     # --- forward FLOPs (all layers and directions) ---------------------------------------------
     DG = "".join(f"{x}*" for x in (D, G) if x > 1)
@@ -141,8 +187,10 @@ def _recurrent(kind: str, input_size: int, hidden_size: int, *, num_layers: int,
     d.flop("x-part + h-part adds", "pointwise", f"B*n*L*{Dm}{adds}")
     d.flop(what if kind != "rnn" else nonlinearity, "pointwise", f"B*n*L*{Dm}{rest}")
 
-    d.notes.append("backward dense = 2 x forward dense, less the input-grad of the step-0 "
-                   "recurrent product (the zero initial state needs no gradient)")  # fmt: skip
+    d.notes.append(
+        "backward dense = 2 x forward dense, less the input-grad of the step-0 "
+        "recurrent product (the zero initial state needs no gradient)"
+    )
     # --- saved for backward by the cell loop ---------------------------------------------------
     d.save("layer-0 input x (n, B, i)", "B*n*i")
     if nl > 1:
@@ -155,31 +203,94 @@ def _recurrent(kind: str, input_size: int, hidden_size: int, *, num_layers: int,
     return d.finish(sized)
 
 
-def rnn(input_size: int, hidden_size: int, *, num_layers: int = 1, nonlinearity: str = "tanh",
-        bias: bool = True, bidirectional: bool = False, batch_size: int | None = None,
-        seq_len: int | None = None, dtype: int | str = 4, convention: str = "pytorch") -> LayerCost:  # fmt: skip
+def rnn(
+    input_size: int,
+    hidden_size: int,
+    *,
+    num_layers: int = 1,
+    nonlinearity: str = "tanh",
+    bias: bool = True,
+    bidirectional: bool = False,
+    batch_size: int | None = None,
+    seq_len: int | None = None,
+    dtype: int | str = 4,
+    convention: str = "pytorch",
+) -> LayerCost:
     """``nn.RNN`` (Keras ``SimpleRNN``); seq_len = n steps, batch_size = B (default 1)."""
-    return _recurrent("rnn", input_size, hidden_size, num_layers=num_layers, bias=bias,
-                      bidirectional=bidirectional, proj_size=0, nonlinearity=nonlinearity,
-                      reset_after=True, batch_size=batch_size, seq_len=seq_len, dtype=dtype,
-                      convention=convention)  # fmt: skip
+    return _recurrent(
+        "rnn",
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        bias=bias,
+        bidirectional=bidirectional,
+        proj_size=0,
+        nonlinearity=nonlinearity,
+        reset_after=True,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        dtype=dtype,
+        convention=convention,
+    )
 
 
-def lstm(input_size: int, hidden_size: int, *, num_layers: int = 1, bias: bool = True,
-         bidirectional: bool = False, proj_size: int = 0, batch_size: int | None = None,
-         seq_len: int | None = None, dtype: int | str = 4, convention: str = "pytorch") -> LayerCost:  # fmt: skip
+def lstm(
+    input_size: int,
+    hidden_size: int,
+    *,
+    num_layers: int = 1,
+    bias: bool = True,
+    bidirectional: bool = False,
+    proj_size: int = 0,
+    batch_size: int | None = None,
+    seq_len: int | None = None,
+    dtype: int | str = 4,
+    convention: str = "pytorch",
+) -> LayerCost:
     """``nn.LSTM`` (Keras ``LSTM``), with PyTorch's optional ``proj_size`` (Sak et al. 2014)."""
-    return _recurrent("lstm", input_size, hidden_size, num_layers=num_layers, bias=bias,
-                      bidirectional=bidirectional, proj_size=proj_size, nonlinearity="tanh",
-                      reset_after=True, batch_size=batch_size, seq_len=seq_len, dtype=dtype,
-                      convention=convention)  # fmt: skip
+    return _recurrent(
+        "lstm",
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        bias=bias,
+        bidirectional=bidirectional,
+        proj_size=proj_size,
+        nonlinearity="tanh",
+        reset_after=True,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        dtype=dtype,
+        convention=convention,
+    )
 
 
-def gru(input_size: int, hidden_size: int, *, num_layers: int = 1, bias: bool = True,
-        bidirectional: bool = False, reset_after: bool = True, batch_size: int | None = None,
-        seq_len: int | None = None, dtype: int | str = 4, convention: str = "pytorch") -> LayerCost:  # fmt: skip
+def gru(
+    input_size: int,
+    hidden_size: int,
+    *,
+    num_layers: int = 1,
+    bias: bool = True,
+    bidirectional: bool = False,
+    reset_after: bool = True,
+    batch_size: int | None = None,
+    seq_len: int | None = None,
+    dtype: int | str = 4,
+    convention: str = "pytorch",
+) -> LayerCost:
     """``nn.GRU`` (Keras ``GRU``; ``reset_after=False`` is Keras-only)."""
-    return _recurrent("gru", input_size, hidden_size, num_layers=num_layers, bias=bias,
-                      bidirectional=bidirectional, proj_size=0, nonlinearity="tanh",
-                      reset_after=reset_after, batch_size=batch_size, seq_len=seq_len,
-                      dtype=dtype, convention=convention)  # fmt: skip
+    return _recurrent(
+        "gru",
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        bias=bias,
+        bidirectional=bidirectional,
+        proj_size=0,
+        nonlinearity="tanh",
+        reset_after=reset_after,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        dtype=dtype,
+        convention=convention,
+    )

@@ -113,9 +113,17 @@ def _shape(d: Derivation, *dims: str) -> tuple[int, ...]:
     return tuple(evaluate(x, d.values) for x in dims)
 
 
-def attention(d_model: int, heads: int, *, bias: bool = True, causal: bool = False,
-              batch_size: int | None = None, seq_len: int | None = None, dtype: int | str = 4,
-              convention: str = "pytorch") -> LayerCost:  # fmt: skip
+def attention(
+    d_model: int,
+    heads: int,
+    *,
+    bias: bool = True,
+    causal: bool = False,
+    batch_size: int | None = None,
+    seq_len: int | None = None,
+    dtype: int | str = 4,
+    convention: str = "pytorch",
+) -> LayerCost:
     """Multi-head self-attention (``nn.MultiheadAttention(d_model, heads)`` with q = k = v).
 
     With ``causal`` the mask is added to the full n x n scores (math SDPA), so the masked half is
@@ -124,36 +132,61 @@ def attention(d_model: int, heads: int, *, bias: bool = True, causal: bool = Fal
     D, H = _check_heads(d_model, heads)
     sized, syms = _symbols(D, H, None, batch_size, seq_len)
     cfg = dict(d_model=D, heads=H, bias=bias, causal=causal, batch_size=batch_size, seq_len=seq_len)
-    d = Derivation("attention", cfg, check_convention(convention), syms, dtype=dtype_bytes(dtype),
-                   order=("n", "d", "H"), bounds={"H": "d"})  # fmt: skip
+    d = Derivation(
+        "attention",
+        cfg,
+        check_convention(convention),
+        syms,
+        dtype=dtype_bytes(dtype),
+        order=("n", "d", "H"),
+        bounds={"H": "d"},
+    )
     _attention(d, bias, causal)
     if causal:
         d.notes.append(CAUSAL_NOTE)
     return d.finish(sized)
 
 
-def ffn(d_model: int, d_ff: int | None = None, *, activation: str = "relu", bias: bool = True,
-        batch_size: int | None = None, seq_len: int | None = None, dtype: int | str = 4,
-        convention: str = "pytorch") -> LayerCost:  # fmt: skip
+def ffn(
+    d_model: int,
+    d_ff: int | None = None,
+    *,
+    activation: str = "relu",
+    bias: bool = True,
+    batch_size: int | None = None,
+    seq_len: int | None = None,
+    dtype: int | str = 4,
+    convention: str = "pytorch",
+) -> LayerCost:
     """Position-wise feed-forward network (Vaswani et al. eq. 2); d_ff defaults to 4*d_model."""
     D, F = positive("d_model", d_model), _d_ff(d_model, d_ff)
     check_activation(activation)
     sized, syms = _symbols(D, None, F, batch_size, seq_len)
-    cfg = dict(d_model=D, d_ff=F, activation=activation, bias=bias, batch_size=batch_size,
-               seq_len=seq_len)  # fmt: skip
-    d = Derivation("ffn", cfg, check_convention(convention), syms, dtype=dtype_bytes(dtype),
-                   order=("n", "d", "d_ff"))  # fmt: skip
+    cfg = dict(
+        d_model=D, d_ff=F, activation=activation, bias=bias, batch_size=batch_size, seq_len=seq_len
+    )
+    d = Derivation(
+        "ffn",
+        cfg,
+        check_convention(convention),
+        syms,
+        dtype=dtype_bytes(dtype),
+        order=("n", "d", "d_ff"),
+    )
     _ffn(d, activation, bias)
     return d.finish(sized)
 
 
-CAUSAL_NOTE = ("causal: the mask is applied to the full n x n scores, as the math SDPA kernel and "
-               "FlopCounterMode do, so the masked half is counted; a kernel that skips masked "
-               "blocks does about half of the QK^T and AV work")  # fmt: skip
+CAUSAL_NOTE = (
+    "causal: the mask is applied to the full n x n scores, as the math SDPA kernel and "
+    "FlopCounterMode do, so the masked half is counted; a kernel that skips masked "
+    "blocks does about half of the QK^T and AV work"
+)
 
 
-def _block(d: Derivation, norm_first: bool, activation: str, bias: bool, causal: bool,
-           prefix: str = "") -> None:  # fmt: skip
+def _block(
+    d: Derivation, norm_first: bool, activation: str, bias: bool, causal: bool, prefix: str = ""
+) -> None:
     """One nn.TransformerEncoderLayer: post-norm x = LN(x + SA(x)); x = LN(x + FF(x)),
     pre-norm (norm_first) x = x + SA(LN(x)); x = x + FF(LN(x))."""
     if norm_first:
@@ -166,22 +199,54 @@ def _block(d: Derivation, norm_first: bool, activation: str, bias: bool, causal:
     d.flop("residual adds (2)", "pointwise", "2*B*n*d")
 
 
-def transformer_block(d_model: int, heads: int, d_ff: int | None = None, *,
-                      norm_first: bool = False, activation: str = "relu", bias: bool = True,
-                      causal: bool = False, batch_size: int | None = None,
-                      seq_len: int | None = None, dtype: int | str = 4,
-                      convention: str = "pytorch") -> LayerCost:  # fmt: skip
+def transformer_block(
+    d_model: int,
+    heads: int,
+    d_ff: int | None = None,
+    *,
+    norm_first: bool = False,
+    activation: str = "relu",
+    bias: bool = True,
+    causal: bool = False,
+    batch_size: int | None = None,
+    seq_len: int | None = None,
+    dtype: int | str = 4,
+    convention: str = "pytorch",
+) -> LayerCost:
     """``nn.TransformerEncoderLayer(d_model, heads, d_ff, norm_first=...)``, dropout off."""
-    return _stack(d_model, heads, None, d_ff, norm_first=norm_first, final_norm=False,
-                  activation=activation, bias=bias, causal=causal, batch_size=batch_size,
-                  seq_len=seq_len, dtype=dtype, convention=convention)  # fmt: skip
+    return _stack(
+        d_model,
+        heads,
+        None,
+        d_ff,
+        norm_first=norm_first,
+        final_norm=False,
+        activation=activation,
+        bias=bias,
+        causal=causal,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        dtype=dtype,
+        convention=convention,
+    )
 
 
-def transformer(d_model: int, heads: int, layers: int, d_ff: int | None = None, *,
-                norm_first: bool = False, final_norm: bool = False, activation: str = "relu",
-                bias: bool = True, causal: bool = False, batch_size: int | None = None,
-                seq_len: int | None = None, dtype: int | str = 4,
-                convention: str = "pytorch") -> LayerCost:  # fmt: skip
+def transformer(
+    d_model: int,
+    heads: int,
+    layers: int,
+    d_ff: int | None = None,
+    *,
+    norm_first: bool = False,
+    final_norm: bool = False,
+    activation: str = "relu",
+    bias: bool = True,
+    causal: bool = False,
+    batch_size: int | None = None,
+    seq_len: int | None = None,
+    dtype: int | str = 4,
+    convention: str = "pytorch",
+) -> LayerCost:
     """A stack of L blocks (``nn.TransformerEncoder(layer, L, norm=LayerNorm if final_norm)``).
 
     ``derived["crossover"]`` is the length n* at which the n² terms (QKᵀ, AV) overtake the n·d²
@@ -189,29 +254,69 @@ def transformer(d_model: int, heads: int, layers: int, d_ff: int | None = None, 
     4·n²·d = 8·n·d² + 4·n·d·d_ff, so n* = 2·d + d_ff (6·d at d_ff = 4·d). Also given over all
     forward FLOPs (pointwise included). The Big-O assumes d_ff ∝ d_model (the configured ratio).
     """
-    return _stack(d_model, heads, positive("layers", layers), d_ff, norm_first=norm_first,
-                  final_norm=final_norm, activation=activation, bias=bias, causal=causal,
-                  batch_size=batch_size, seq_len=seq_len, dtype=dtype, convention=convention)  # fmt: skip
+    return _stack(
+        d_model,
+        heads,
+        positive("layers", layers),
+        d_ff,
+        norm_first=norm_first,
+        final_norm=final_norm,
+        activation=activation,
+        bias=bias,
+        causal=causal,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        dtype=dtype,
+        convention=convention,
+    )
 
 
-def _stack(d_model: int, heads: int, layers: int | None, d_ff: int | None, *, norm_first: bool,
-           final_norm: bool, activation: str, bias: bool, causal: bool, batch_size: int | None,
-           seq_len: int | None, dtype: int | str, convention: str) -> LayerCost:  # fmt: skip
+def _stack(
+    d_model: int,
+    heads: int,
+    layers: int | None,
+    d_ff: int | None,
+    *,
+    norm_first: bool,
+    final_norm: bool,
+    activation: str,
+    bias: bool,
+    causal: bool,
+    batch_size: int | None,
+    seq_len: int | None,
+    dtype: int | str,
+    convention: str,
+) -> LayerCost:
     """One block (layers=None) or a stack of `layers` blocks with an optional final norm."""
     D, H = _check_heads(d_model, heads)
     F = _d_ff(d_model, d_ff)
     check_activation(activation)
     sized, syms = _symbols(D, H, F, batch_size, seq_len)
-    cfg = dict(d_model=D, heads=H, d_ff=F, norm_first=norm_first, activation=activation,
-               bias=bias, causal=causal, batch_size=batch_size, seq_len=seq_len)  # fmt: skip
+    cfg = dict(
+        d_model=D,
+        heads=H,
+        d_ff=F,
+        norm_first=norm_first,
+        activation=activation,
+        bias=bias,
+        causal=causal,
+        batch_size=batch_size,
+        seq_len=seq_len,
+    )
     if layers is not None:
         syms = {"L": Sym("layers", layers), **syms}
         cfg = {"layers": layers, **cfg, "final_norm": final_norm}
     ratio = Fraction(F, D)
-    d = Derivation("transformer" if layers else "transformer_block", cfg,
-                   check_convention(convention), syms, dtype=dtype_bytes(dtype),
-                   order=("L", "n", "d", "H", "d_ff"), outer=("L",),
-                   bounds={"H": "d", "d_ff": f"{ratio.numerator}*d/{ratio.denominator}"})  # fmt: skip
+    d = Derivation(
+        "transformer" if layers else "transformer_block",
+        cfg,
+        check_convention(convention),
+        syms,
+        dtype=dtype_bytes(dtype),
+        order=("L", "n", "d", "H", "d_ff"),
+        outer=("L",),
+        bounds={"H": "d", "d_ff": f"{ratio.numerator}*d/{ratio.denominator}"},
+    )
     if layers is None:
         _block(d, norm_first, activation, bias, causal)
     else:
@@ -222,10 +327,14 @@ def _stack(d_model: int, heads: int, layers: int | None, d_ff: int | None, *, no
         d.extend(block, times="L")
         if final_norm:
             add_layernorm(d, True, bias, prefix="norm.")
-    d.notes.append(f"Big-O assumes d_ff proportional to d_model (here d_ff = {ratio}*d_model); "
-                   "heads H <= d_model")  # fmt: skip
-    d.notes.append(("pre-norm (norm_first=True)" if norm_first else "post-norm (norm_first=False)")
-                   + "; dropout off (p = 0, nothing saved for it)")  # fmt: skip
+    d.notes.append(
+        f"Big-O assumes d_ff proportional to d_model (here d_ff = {ratio}*d_model); "
+        "heads H <= d_model"
+    )
+    d.notes.append(
+        ("pre-norm (norm_first=True)" if norm_first else "post-norm (norm_first=False)")
+        + "; dropout off (p = 0, nothing saved for it)"
+    )
     d.notes.append(CAUSAL_NOTE if causal else "not causal: full bidirectional n x n attention")
     cost = d.finish(sized)
     cost.derived["crossover"] = crossover(d, causal)
