@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from archlab.data import CharTokenizer, TokenStreams, fit_tokenizer
+from archlab.data import CharTokenizer, TokenStreams, fit_tokenizer, resolve_corpus
 from archlab.models.gpt import GPT, Block
 from archlab.models.rnn import RNNLanguageModel
-from archlab.study.lmtrain import corpus_for, study_corpus
-from archlab.study.nets import gpt_block, n_params, study_lm, width_for_params
+from archlab.study.data import load_text
+from archlab.study.nets import gpt_block, lm_config, n_params, study_lm, width_for_params
 
 
 @pytest.mark.parametrize("arch", ["rnn", "lstm", "gru", "gpt"])
@@ -48,13 +48,23 @@ def test_gpt_block_is_archlabs_block():
     assert y.shape == (2, 5, 16) and k.shape == (2, 4, 5, 4)
 
 
+def test_gpt_only_fields_do_not_reach_a_recurrent_config():
+    cfg = lm_config("lstm", 20, 16, max_len=8, positions="sinusoidal", forget_bias=1.0)
+    assert "positions" not in cfg and cfg["forget_bias"] == 1.0
+    assert lm_config("gpt", 20, 16, max_len=8, positions="sinusoidal")["positions"] == "sinusoidal"
+
+
 def test_text_comes_from_archlab_data_with_the_char_tokenizer():
-    corpus, desc = study_corpus()
-    streams, desc2 = corpus_for({"max_chars": 5000})
-    assert desc2 == desc and desc["chars"] == len(corpus.train) + len(corpus.val)
+    text = load_text()
+    corpus, _ = resolve_corpus("tinyshakespeare")
+    streams = text.streams
     assert isinstance(streams, TokenStreams) and isinstance(streams.tokenizer, CharTokenizer)
     assert streams.tokenizer.chars == fit_tokenizer("char", corpus).chars
-    assert (len(streams.train), len(streams.val)) == (4500, 500)
+    assert (len(streams.train), len(streams.val)) == (1_003_854, 111_540)
+    assert (
+        text.desc["train_chars"] == len(streams.train)
+        and text.vocab == len(corpus.train and set(corpus.train + corpus.val)) + 1
+    )
     assert streams.tokenizer.decode(streams.train[:200].tolist()) == corpus.train[:200]
     x, y = streams.get_batch("train", 3, 16, torch.Generator().manual_seed(0))  # (B, T)
     assert x.shape == y.shape == (3, 16) and torch.equal(x[:, 1:], y[:, :-1])

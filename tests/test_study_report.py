@@ -16,6 +16,7 @@ import subprocess
 import zlib
 from pathlib import Path
 
+import markupsafe
 import pytest
 
 from archlab.study.report import claim_views, fmt, render_html, render_markdown, write_reports
@@ -69,6 +70,10 @@ def test_html_is_self_contained(results, views):
     for c in results["claims"]:  # the seed's sentence, the verdict and why, for every claim
         assert c["seed_quote"].replace("'", "&#39;") in html
         assert c["verdict"]["label"].replace("'", "&#39;") in html
+        assert str(markupsafe.escape(c["literature"]["ref"])) in html
+    # the header names both data sources
+    head = html[: html.index('id="summary"')]
+    assert results["data"]["text"]["source"] in head and results["data"]["images"]["source"] in head
 
 
 def test_fmt_units():

@@ -4,7 +4,9 @@ average pooling, one linear layer.
 ``model(x)`` maps images (B, C, H, W) to logits (B, num_classes). Every conv is "same"-padded
 (``kernel_size // 2``) and bias-free (the BatchNorm that follows has its own shift; Ioffe & Szegedy
 2015 §3.2). Between stages the feature map is halved by ``pool``: ``"max"``/``"avg"`` (2×2,
-stride 2), ``"stride"`` (the next stage's first conv has stride 2) or ``"none"``.
+stride 2), ``"stride"`` (the next stage's first conv has stride 2), ``"blur"`` (Zhang 2019's anti-aliased
+MaxBlurPool: a 2×2 max with stride 1, then a 3×3 binomial blur applied with stride 2, so the
+subsampling no longer aliases high frequencies) or ``"none"``.
 
 Translation: with ``pool="none"`` and ``padding_mode="circular"`` every layer commutes with a
 circular shift of its input (convolution with wrap-around padding and stride 1, per-channel BN in
@@ -23,7 +25,7 @@ from torch import nn
 from archlab.errors import ArchlabError
 from archlab.models.registry import register_model, register_preset
 
-POOLS = ("max", "avg", "stride", "none")
+POOLS = ("max", "avg", "stride", "blur", "none")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")  # nn.Conv2d's padding_mode values
 
 
@@ -77,6 +79,32 @@ def conv_bn_relu(cfg: CNNConfig, c_in: int, c_out: int, stride: int = 1) -> nn.S
     )
 
 
+class BlurPool2d(nn.Module):
+    """Depthwise 3×3 binomial low-pass filter ([1, 2, 1] ⊗ [1, 2, 1] / 16), stride 2, reflect
+    padding: Zhang 2019, "Making Convolutional Networks Shift-Invariant Again", §3 (filter size 3).
+    The filter is fixed (a buffer, not a parameter)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        k = (k[:, None] * k[None, :]) / 16  # (3, 3), sums to 1
+        self.register_buffer("kernel", k.expand(channels, 1, 3, 3).clone(), persistent=False)
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        return nn.functional.conv2d(x, self.kernel.to(x.dtype), stride=2, groups=self.channels)
+
+
+def downsample(pool: str, channels: int) -> nn.Module:
+    """The 2× downsampling between stages for ``pool`` in max/avg/blur."""
+    if pool == "max":
+        return nn.MaxPool2d(2)
+    if pool == "avg":
+        return nn.AvgPool2d(2)
+    return nn.Sequential(nn.MaxPool2d(2, stride=1), BlurPool2d(channels))  # MaxBlurPool
+
+
 class CNN(nn.Module):
     def __init__(self, cfg: CNNConfig):
         super().__init__()
@@ -88,8 +116,8 @@ class CNN(nn.Module):
                 stride = 2 if (s > 0 and j == 0 and cfg.pool == "stride") else 1
                 layers.append(conv_bn_relu(cfg, c_in, c_out, stride))
                 c_in = c_out
-            if s < len(cfg.channels) - 1 and cfg.pool in ("max", "avg"):
-                layers.append(nn.MaxPool2d(2) if cfg.pool == "max" else nn.AvgPool2d(2))
+            if s < len(cfg.channels) - 1 and cfg.pool in ("max", "avg", "blur"):
+                layers.append(downsample(cfg.pool, c_out))
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)  # global average pooling (Lin et al. 2014, NiN)
         self.drop = nn.Dropout(cfg.dropout)
@@ -121,4 +149,4 @@ register_preset(
     padding_mode="circular",
 )
 
-__all__ = ["CNN", "CNNConfig", "conv_bn_relu"]
+__all__ = ["CNN", "BlurPool2d", "CNNConfig", "conv_bn_relu", "downsample"]

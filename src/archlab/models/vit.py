@@ -31,6 +31,12 @@ convolutions, measured (``benchmarks/image_fmnist.py`` reports it beside the pur
 attention cannot collapse onto the token itself and can sharpen where it helps; the paper found
 SPT and LSA worth more together than either alone on small datasets. Cost: one scalar per head.
 
+``attn_window=w``: local attention, an ablation of the global view (V1 in the study): a patch
+attends only to patches at most ``w`` grid steps away in each direction (a (2w+1)² window, as
+the local self-attention of Ramachandran et al. 2019, "Stand-Alone Self-Attention in Vision
+Models"); a class token, if any, still attends to and is attended by every patch. ``None``: global
+attention (ViT).
+
 ``model(x)`` -> logits (B, num_classes); ``model(x, return_attn=True)`` -> (logits, attn) with one
 (B, heads, N_tokens, N_tokens) tensor of softmax weights per layer, computed explicitly on that path
 only (training uses ``F.scaled_dot_product_attention``, which never materializes them).
@@ -68,6 +74,7 @@ class ViTConfig:
     tokenizer: str = "linear"  # "linear" (ViT) | "spt" (shifted patches) | "conv" (conv stem)
     dropout: float = 0.0
     lsa: bool = False  # Locality Self-Attention: learned temperature, no self-token score
+    attn_window: int | None = None  # local attention: patches within w grid steps; None: global
 
     def __post_init__(self) -> None:
         for name in "in_channels image_size num_classes patch_size d_model layers heads".split():
@@ -89,6 +96,8 @@ class ViTConfig:
             raise ArchlabError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ArchlabError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.attn_window is not None and self.attn_window < 0:
+            raise ArchlabError(f"attn_window must be >= 0 or None, got {self.attn_window}")
 
     @property
     def grid_size(self) -> int:
@@ -165,12 +174,29 @@ class ConvStem(nn.Module):
         return self.layers(x)  # (B, d, g, g)
 
 
+def window_mask(cfg: ViTConfig) -> torch.Tensor | None:
+    """(N_tokens, N_tokens) bool, True = may attend, for ``cfg.attn_window``; None when global."""
+    if cfg.attn_window is None:
+        return None
+    g = cfg.grid_size
+    ys, xs = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+    ys, xs = ys.flatten(), xs.flatten()  # (N,)
+    near = ((ys[:, None] - ys[None, :]).abs() <= cfg.attn_window) & (
+        (xs[:, None] - xs[None, :]).abs() <= cfg.attn_window
+    )  # (N, N)
+    if cfg.pool == "cls":  # the class token sees and is seen by everything
+        near = F.pad(near, (1, 0, 1, 0), value=True)
+    return near
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention over all tokens (bidirectional)."""
+    """Multi-head self-attention over all tokens (bidirectional), or a local window of them."""
 
     def __init__(self, cfg: ViTConfig):
         super().__init__()
         self.heads = cfg.heads
+        local = window_mask(cfg)
+        self.register_buffer("local", local, persistent=False)
         self.dropout = cfg.dropout
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
@@ -186,10 +212,11 @@ class Attention(nn.Module):
         hs = C // self.heads
         q, k, v = self.qkv(x).split(C, dim=2)  # each (B, N, C)
         q = q.view(B, N, self.heads, hs).transpose(1, 2)  # (B, nh, N, hs)
-        mask = None
+        mask = self.local  # (N, N) True = may attend, or None (global)
         if self.scale is not None:  # LSA: q k^T * scale; SDPA divides by sqrt(hs) itself
             q = q * (self.scale * math.sqrt(hs)).to(q.dtype).view(1, -1, 1, 1)
-            mask = ~torch.eye(N, dtype=torch.bool, device=x.device)  # (N, N) True = may attend
+            off = ~torch.eye(N, dtype=torch.bool, device=x.device)  # (N, N) no self-token score
+            mask = off if mask is None else mask & off
         k = k.view(B, N, self.heads, hs).transpose(1, 2)  # (B, nh, N, hs)
         v = v.view(B, N, self.heads, hs).transpose(1, 2)  # (B, nh, N, hs)
         p = self.dropout if self.training else 0.0
@@ -305,4 +332,11 @@ register_preset(
     "vit-cifar", "vit", in_channels=3, image_size=32, patch_size=4, d_model=192, layers=9, heads=3
 )
 
-__all__ = ["ConvStem", "ShiftedPatchTokens", "ViT", "ViTConfig", "mean_attention_distance"]
+__all__ = [
+    "window_mask",
+    "ConvStem",
+    "ShiftedPatchTokens",
+    "ViT",
+    "ViTConfig",
+    "mean_attention_distance",
+]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,8 +23,8 @@ class StudyContext:
     show_progress: bool = True
     # Metrics of the claims listed in Claim.requires (filled by the runner before run()).
     deps: dict[str, Mapping[str, Any]] = field(default_factory=dict)
-    # Loads the text corpus once per study run; returns (text, description dict).
-    text_loader: Callable[[], tuple[str, dict[str, Any]]] | None = None
+    runs_dir: Path | None = None  # where trained models are kept (None: not kept)
+    offline: bool = False  # never try to fetch the full datasets
 
     def progress(self, iterable: Iterable | None = None, total: int | None = None, desc: str = ""):
         """A tqdm bar on stderr (one per experiment); silent when progress is off (tests)."""
@@ -43,14 +44,17 @@ class StudyContext:
             raise KeyError(f"{self.claim_id} reads {claim_id} but does not list it in requires")
         return self.deps[claim_id]
 
-    def text(self) -> tuple[str, dict[str, Any]]:
-        """(corpus text, {"source": ..., "path": ..., "chars": ...})."""
-        if self.text_loader is None:
-            from archlab.study.lmtrain import study_corpus
+    def images(self):
+        """The study's images for this profile (archlab.study.data.load_images)."""
+        from archlab.study.data import load_images
 
-            corpus, desc = study_corpus()
-            return corpus.train + corpus.val, desc
-        return self.text_loader()
+        return load_images(self.profile, self.offline)
+
+    def text(self):
+        """The study's char-level text (archlab.study.data.load_text)."""
+        from archlab.study.data import load_text
+
+        return load_text()
 
 
 __all__ = ["StudyContext"]

@@ -1,25 +1,30 @@
-"""Figure helpers: matplotlib's Agg backend to PNG bytes, the same bytes for the same data."""
+"""Figure helpers: PNG bytes from matplotlib's object API, the same bytes for the same data.
+
+No pyplot and no ``matplotlib.use``: a figure is a :class:`matplotlib.figure.Figure` rendered by
+the Agg canvas directly, so importing the study never changes a host application's (Jupyter's)
+backend or global figure state.
+"""
 
 from __future__ import annotations
 
 import io
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+def subplots(ncols: int = 1, width: float = 5.0, height: float = 3.6, nrows: int = 1):
+    from matplotlib.figure import Figure
 
-
-def subplots(ncols: int = 1, width: float = 5.0, height: float = 3.6):
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
-    return fig, list(axes[0])
+    fig = Figure(figsize=(width * ncols, height * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, [ax for row in axes for ax in row]
 
 
 def to_png(fig) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -37,4 +42,4 @@ def band(ax, x, stats: list[dict], label: str, **kw) -> None:
     )
 
 
-__all__ = ["band", "plt", "subplots", "to_png"]
+__all__ = ["band", "subplots", "to_png"]

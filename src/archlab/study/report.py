@@ -49,7 +49,26 @@ def _env() -> jinja2.Environment:
         keep_trailing_newline=True,
     )
     env.filters["fmt"] = fmt
+    env.filters["effect"] = fmt_effect
+    env.filters["agrees"] = fmt_agrees
     return env
+
+
+def fmt_effect(e: Mapping[str, Any] | None) -> str:
+    """``+0.412 [+0.380, +0.444]`` (unit), or — ."""
+    if not e:
+        return "—"
+    lo, hi = e["ci95"]
+    b = "∞" if hi is None else fmt(float(hi))
+    a = "−∞" if lo is None else fmt(float(lo))
+    unit = f" {e['unit']}" if e.get("unit") else ""
+    return f"{fmt(float(e['value']))} [{a}, {b}]{unit}"
+
+
+def fmt_agrees(lit: Mapping[str, Any] | None) -> str:
+    if not lit or lit.get("agrees") is None:
+        return "—"
+    return "yes" if lit["agrees"] else "no"
 
 
 def claim_views(results: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -1,9 +1,11 @@
 """Run the ledger: per-claim caching, dependencies, results.json and the reports.
 
 Cache layout: ``OUT/cache/<claim id>-<key>.json``, where the key hashes the claim's module source,
-the shared study helpers, the profile, its sizes, the seeds, the torch version and the device. A
-changed claim therefore reruns; an unchanged one is read back, so ``--only T3`` recomputes T3 and
-the report is rebuilt from every claim cached for the same profile and seeds.
+the shared study code, the profile, its sizes, the seeds, the torch version, the device and the
+thread count. A changed claim therefore reruns; an unchanged one is read back, so ``--only T3``
+recomputes T3 and the report is rebuilt from every claim cached for the same profile and seeds. A
+damaged cache file (a killed write, an edit) is recomputed with a notice, never trusted. Trained
+models live in ``OUT/cache/runs/`` (see :mod:`archlab.study.training`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 import archlab
 from archlab import __version__
 from archlab.errors import ArchlabError
-from archlab.study.claim import PROFILES, Claim, get_claim, ledger
+from archlab.study.claim import MAX_SEEDS, MIN_SEEDS, PROFILES, Claim, get_claim, ledger
 from archlab.study.context import StudyContext
 from archlab.study.measure import rounded
 
@@ -38,15 +40,19 @@ MARKER = ".archlab-study"  # marks an output folder as ours, so we never write i
 # Shared code every cache key covers: the study's helpers, and the packages the claims build on
 # (cost engine, models, data layer). Editing one claim module reruns only that claim.
 HELPERS = (
+    "archlab.study.claim",
     "archlab.study.context",
-    "archlab.study.imagetrain",
-    "archlab.study.lmtrain",
+    "archlab.study.data",
     "archlab.study.measure",
     "archlab.study.nets",
+    "archlab.study.pools",
+    "archlab.study.stats",
+    "archlab.study.tasks",
+    "archlab.study.training",
     "archlab.study.vision",
     "archlab.study.claims._engine",
 )
-PACKAGES = ("archlab/cost", "archlab/models", "archlab/data")
+PACKAGES = ("archlab/cost", "archlab/models", "archlab/data", "archlab/train")
 
 
 @dataclass
@@ -54,23 +60,45 @@ class StudyOptions:
     profile: str = "quick"
     only: list[str] | None = None
     out: Path = field(default_factory=lambda: Path("archlab-study"))
-    seeds: int = 3
+    seeds: int | None = None  # None: the profile's minimum (MIN_SEEDS)
     use_cache: bool = True
     progress: bool = True
-    device: str = "cpu"  # the experiments run on the CPU; a GPU path is not implemented yet
-    # torch intra-op threads. None: 1 for tiny/quick (the models are small; on a loaded 2-core
-    # machine 2 spinning OpenMP threads made training 25x slower than 1, measured), torch's default
-    # for full.
-    threads: int | None = None
+    device: str = "auto"  # auto: CUDA when there is one, else the CPU
+    threads: int | None = None  # torch intra-op threads; None: the physical cores
+    offline: bool = False  # never try to fetch the full datasets
 
     def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise ArchlabError(f"--threads must be >= 1, got {self.threads}")
         if self.profile not in PROFILES:
             raise ArchlabError(f"unknown profile {self.profile!r}; valid: {', '.join(PROFILES)}")
-        if self.seeds < 1:
-            raise ArchlabError(f"--seeds must be >= 1, got {self.seeds}")
+        lo = MIN_SEEDS[self.profile]
+        if self.seeds is None:
+            self.seeds = lo
+        if not lo <= self.seeds <= MAX_SEEDS:
+            raise ArchlabError(
+                f"--seeds must be in {lo}..{MAX_SEEDS} for the {self.profile} profile (effects "
+                f"need >= {lo} paired seeds), got {self.seeds}"
+            )
+        if self.threads is not None and not 1 <= self.threads <= 1024:
+            raise ArchlabError(f"--threads must be in 1..1024, got {self.threads}")
+        if self.only is not None:
+            self.only = [c.strip().upper() for c in self.only if c.strip()]
+            if not self.only:
+                raise ArchlabError("--only: no claim ids given (e.g. --only T1,R3)")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ArchlabError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ArchlabError(
+                f"--device cuda: this torch has no usable CUDA device (torch {torch.__version__})"
+            )
         self.out = Path(self.out)
+
+
+@functools.lru_cache(maxsize=1)
+def code_hash() -> str:
+    """Hash of the study's shared code and the packages it builds on (cache keys, run dirs)."""
+    return _shared_hash()
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,6 +128,7 @@ def claim_key(claim: Claim, opts: StudyOptions, dep_keys: Mapping[str, str]) -> 
             "seeds": opts.seeds,
             "torch": torch.__version__,
             "device": opts.device,
+            "offline": opts.offline,
             "deps": dict(dep_keys),
             "threads": torch.get_num_threads(),
         },
@@ -114,13 +143,17 @@ def machine() -> dict[str, Any]:
     import matplotlib
     import numpy
 
+    from archlab.hardware import _cpu_name, cpu_flags, physical_cores
+
     dev = "cpu"
     if torch.cuda.is_available():
         dev = torch.cuda.get_device_name(0)
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_name(),
+        "cpu_flags": " ".join(sorted(cpu_flags())),
         "cpu_count": os.cpu_count(),
+        "physical_cores": physical_cores(),
         "torch_threads": torch.get_num_threads(),
         "accelerator": dev,
         "python": platform.python_version(),
@@ -142,14 +175,38 @@ def _prepare_out(out: Path) -> None:
             f"--out {out} is a non-empty folder not made by 'archlab study'; "
             "choose an empty or new folder"
         )
-    (out / "cache").mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("written by archlab study; safe to delete with this folder\n")
+    try:
+        (out / "cache" / "runs").mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("written by archlab study; safe to delete with this folder\n")
+    except OSError as e:
+        raise ArchlabError(f"--out {out}: cannot write there ({e.strerror or e})") from None
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+_ENTRY_KEYS = {"id", "metrics", "verdict", "effect", "checks", "literature", "timing", "key"}
+
+
+def _read_cache(path: Path, claim: Claim, key: str) -> dict | None:
+    """The cached entry, or None (with a notice) when the file is damaged or not ours."""
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(entry, dict) or not _ENTRY_KEYS <= set(entry):
+            raise ValueError("not a study cache entry")
+        if entry["id"] != claim.id or entry["key"] != key or not isinstance(entry["timing"], dict):
+            raise ValueError("written for another claim or key")
+        claim.verdict(entry["metrics"])  # the metrics must still be readable by the rule
+        return entry
+    except Exception as e:  # noqa: BLE001  (any damage means: recompute, never trust it)
+        log.warning("study: cache file %s is damaged (%s); recomputing %s", path, e, claim.id)
+        return None
 
 
 def _run_claim(claim: Claim, opts: StudyOptions, deps: dict[str, Mapping[str, Any]]) -> dict:
@@ -161,48 +218,71 @@ def _run_claim(claim: Claim, opts: StudyOptions, deps: dict[str, Mapping[str, An
         device=torch.device(opts.device),
         show_progress=opts.progress,
         deps=deps,
+        runs_dir=opts.out / "cache" / "runs",
+        offline=opts.offline,
     )
     t0, c0 = time.perf_counter(), time.process_time()
     metrics = rounded(claim.run(ctx))
+    metrics = json.loads(json.dumps(metrics))  # exactly what the cache and results.json hold
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     verdict = claim.verdict(metrics)
+    if claim.trains and (verdict.effect is None or verdict.literature is None):
+        raise RuntimeError(f"claim {claim.id} trains but its verdict has no effect or literature")
     return {
         "id": claim.id,
         "part": claim.part,
         "title": claim.title,
         "subject": claim.subject,
         "seed_quote": claim.seed_quote,
-        "method": claim.method,
+        "method": claim.method(metrics),
         "profile": opts.profile,
         "seeds": ctx.seeds,
         "sizes": ctx.sizes,
         "trains": claim.trains,
+        "uses": list(claim.uses),
         "spread": claim.spread,
         "metrics": metrics,
-        "verdict": verdict.to_json(),
+        **_verdict_json(verdict),
         "timing_verdict": claim.timing_verdict,
         "timing": {"elapsed_s": round(elapsed, 3), "cpu_s": round(cpu, 3), "from_cache": False},
     }
 
 
+def _verdict_json(v: Any) -> dict[str, Any]:
+    return {
+        "verdict": v.to_json(),
+        "effect": v.effect.to_json() if v.effect is not None else None,
+        "checks": dict(v.checks),
+        "literature": v.literature.to_json() if v.literature is not None else None,
+    }
+
+
 def run_study(opts: StudyOptions) -> dict[str, Any]:
     """Run (or read from cache) the selected claims; write results.json, report.md, report.html."""
+    from archlab.hardware import fastest_threads, physical_cores
+
     previous_threads = torch.get_num_threads()
-    threads = opts.threads or (previous_threads if opts.profile == "full" else 1)
+    if opts.threads is not None:
+        threads, probe = opts.threads, {"requested": opts.threads}
+    elif torch.device(opts.device).type == "cpu":
+        # Physical cores, unless other processes keep them busy right now (measured).
+        threads, probe = fastest_threads(physical_cores())
+        probe = {"physical_cores": physical_cores(), "chosen": threads, **probe}
+    else:
+        threads, probe = physical_cores(), {"physical_cores": physical_cores()}
     torch.set_num_threads(threads)
     try:
-        return _run_study(opts, threads)
+        return _run_study(opts, threads, probe)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _run_study(opts: StudyOptions, threads: int) -> dict[str, Any]:
-    from archlab.study import imagetrain, lmtrain
+def _run_study(opts: StudyOptions, threads: int, thread_probe: dict) -> dict[str, Any]:
+    from archlab.study import training
+    from archlab.study.data import load_images, load_text
     from archlab.study.report import write_reports
 
-    lmtrain.clear_memo()  # every study run trains afresh (shared only between its own claims)
-    imagetrain.clear_memo()
-
+    training.clear_memo()  # every study process trains (or loads) afresh
     claims = ledger()
     selected = {get_claim(c).id for c in opts.only} if opts.only else {c.id for c in claims}
     _prepare_out(opts.out)
@@ -220,10 +300,13 @@ def _run_study(opts: StudyOptions, threads: int) -> dict[str, Any]:
         path = cache_dir / f"{claim.id}-{keys[claim.id]}.json"
         force = claim.id in selected and not opts.use_cache
         if path.exists() and not force:
-            entry = json.loads(path.read_text())
-            entry["timing"]["from_cache"] = True
-            entries[claim.id] = entry
-            continue
+            entry = _read_cache(path, claim, keys[claim.id])
+            if entry is not None:
+                entry["timing"]["from_cache"] = True
+                entries[claim.id] = entry
+                continue
+            if claim.id not in needed:  # damaged and not asked for: leave it out this time
+                continue
         if claim.id not in needed:
             continue
         if missing:
@@ -236,18 +319,16 @@ def _run_study(opts: StudyOptions, threads: int) -> dict[str, Any]:
         log.info(
             "study: %s -> %s (%.1f s)",
             claim.id,
-            entry["verdict"]["label"],
+            entry["verdict"]["short"],
             entry["timing"]["elapsed_s"],
         )
-    from archlab.study.lmtrain import study_corpus
-
     results = {
-        "archlab_study": 1,
+        "archlab_study": 2,
         "profile": opts.profile,
         "seeds": list(range(opts.seeds)),
         "device": opts.device,
-        "machine": {**machine(), "torch_threads": threads},
-        "data": study_corpus()[1],
+        "machine": {**machine(), "torch_threads": threads, "thread_choice": thread_probe},
+        "data": {"text": load_text().desc, "images": load_images(opts.profile, opts.offline).desc},
         "claims": [entries[c.id] for c in claims if c.id in entries],
         "not_run": [c.id for c in claims if c.id not in entries],
         "timing": {
@@ -270,7 +351,8 @@ def strip_timing(results: Any, timing_verdicts: bool = True) -> Any:
     if isinstance(results, dict):
         out = {k: strip_timing(v, timing_verdicts) for k, v in results.items() if k != "timing"}
         if timing_verdicts and out.get("timing_verdict"):
-            out.pop("verdict", None)
+            for k in ("verdict", "effect", "checks", "literature"):
+                out.pop(k, None)
         return out
     if isinstance(results, list):
         return [strip_timing(v, timing_verdicts) for v in results]
@@ -281,6 +363,7 @@ __all__ = [
     "MARKER",
     "StudyOptions",
     "claim_key",
+    "code_hash",
     "machine",
     "run_study",
     "strip_timing",

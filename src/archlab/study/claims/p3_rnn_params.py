@@ -8,9 +8,11 @@ from typing import Any
 from torch import nn
 
 from archlab.study.claim import Claim, Table, Verdict, register_claim
+from archlab.study.claims._common import every_profile, literature
 from archlab.study.claims._engine import rnn_params
 from archlab.study.context import StudyContext
 from archlab.study.plots import subplots, to_png
+from archlab.study.stats import exact
 
 QUOTE = (
     "Input-to-hidden weight matrix (W_ih) of shape (hidden_dim, input_dim) … Hidden-to-hidden "
@@ -37,25 +39,50 @@ def run(ctx: StudyContext) -> dict[str, Any]:
 
 
 def verdict(m: Mapping[str, Any]) -> Verdict:
+    """Exact counts: the sheet's number against the engine under each convention and numel."""
     seed, keras, pt = m["seed_answer"], m["engine_keras"], m["torch_numel"]
+    effect = exact(seed - keras, "sheet − engine count, Keras convention", "params")
+    checks = {"positive_control": "n/a", "engine_equals_numel": m["engine_pytorch"] == pt}
     if m["engine_pytorch"] != pt:
         return Verdict(
-            "not supported",
-            f"the engine's PyTorch count {m['engine_pytorch']:,} "
-            f"disagrees with nn.RNN's numel {pt:,}; the derivation is wrong",
+            "inconclusive",
+            "Inconclusive: the cost engine disagrees with PyTorch, so the derivation cannot be "
+            "checked.",
+            f"engine {m['engine_pytorch']:,} vs nn.RNN numel {pt:,}",
+            effect,
+            checks,
+            literature("keras_pytorch_rnn", None),
+            why_inconclusive="within noise",
         )
     if seed == keras == pt:
-        return Verdict("supported", f"{seed:,} under both conventions")
+        return Verdict(
+            "supported",
+            f"Supported: {seed:,} parameters under both conventions.",
+            f"Keras {keras:,}, PyTorch {pt:,}.",
+            effect,
+            checks,
+            literature("keras_pytorch_rnn", True),
+        )
     if seed == keras:
         return Verdict(
-            "conditional",
-            condition=f"{seed:,} holds for Keras SimpleRNN (one bias); PyTorch nn.RNN has {pt:,}",
-            reason=f"the sheet counts one bias vector. PyTorch keeps two (b_ih and b_hh), adding "
-            f"{pt - keras:,} parameters — measured as sum(p.numel()) of nn.RNN"
-            f"({m['input_size']}, {m['hidden_size']}).",
+            "supported within scope",
+            f"Supported within scope: 60,200 is the count of a layer with one bias vector (Keras "
+            f"SimpleRNN); PyTorch's nn.RNN({m['input_size']}, {m['hidden_size']}) has {pt:,}.",
+            f"the sheet counts W_ih ({m['hidden_size']}×{m['input_size']}), W_hh "
+            f"({m['hidden_size']}×{m['hidden_size']}) and one bias; PyTorch keeps two bias "
+            f"vectors (b_ih and b_hh), adding {pt - keras:,}: measured as sum(p.numel()).",
+            effect,
+            checks,
+            literature("keras_pytorch_rnn", True),
+            scope="the one-bias convention (Keras SimpleRNN, most textbooks)",
         )
     return Verdict(
-        "not supported", f"the sheet says {seed:,}; Keras gives {keras:,} and PyTorch {pt:,}"
+        "contradicted",
+        f"Contradicted: the sheet says {seed:,}; Keras gives {keras:,} and PyTorch {pt:,}.",
+        "the sum does not match either convention.",
+        effect,
+        checks,
+        literature("keras_pytorch_rnn", False),
     )
 
 
@@ -108,10 +135,12 @@ CLAIM = register_claim(
         title="RNN layer parameter count",
         subject="RNN layer",
         seed_quote=QUOTE,
-        method="Counts the parameters of a vanilla RNN layer (input 100, hidden 200) three ways: the "
-        "sheet's sum, the cost engine under the Keras and PyTorch conventions, and sum(p.numel()) "
-        "of a real torch.nn.RNN.",
-        sizes={p: {"input_size": 100, "hidden_size": 200} for p in ("tiny", "quick", "full")},
+        method=lambda m: (
+            f"Counts the parameters of a vanilla RNN layer (input {m['input_size']}, hidden "
+            f"{m['hidden_size']}) three ways: the sheet's sum, the cost engine under the Keras and "
+            "PyTorch conventions, and sum(p.numel()) of a real torch.nn.RNN."
+        ),
+        sizes=every_profile({"input_size": 100, "hidden_size": 200}),
         run=run,
         verdict=verdict,
         figure=figure,

@@ -8,9 +8,11 @@ from typing import Any
 from torch import nn
 
 from archlab.study.claim import Claim, Table, Verdict, register_claim
+from archlab.study.claims._common import every_profile, literature
 from archlab.study.claims._engine import conv_params
 from archlab.study.context import StudyContext
 from archlab.study.plots import subplots, to_png
+from archlab.study.stats import exact
 
 QUOTE = (
     "Convolutional filters: Each filter has shape (kernel_size, kernel_size, input_channels) … "
@@ -36,14 +38,28 @@ def run(ctx: StudyContext) -> dict[str, Any]:
 
 
 def verdict(m: Mapping[str, Any]) -> Verdict:
+    """Exact counts: the sheet's sum against the cost engine and nn.Conv2d's numel."""
     seed, eng, pt = m["seed_answer"], m["engine_params"], m["torch_numel"]
+    effect = exact(seed - pt, "sheet − nn.Conv2d numel", "params")
+    checks = {"positive_control": "n/a", "engine_equals_numel": eng == pt}
     if seed == eng == pt:
         return Verdict(
             "supported",
-            f"{seed:,} = {m['torch_weight']:,} weights + {m['torch_bias']} "
-            "biases, equal to nn.Conv2d's numel and the cost engine",
+            f"Supported: {seed:,} = {m['torch_weight']:,} weights + {m['torch_bias']} biases.",
+            "equal to nn.Conv2d's numel and to the cost engine (PyTorch and Keras both keep one "
+            "bias per filter).",
+            effect,
+            checks,
+            literature("keras_pytorch_conv", True),
         )
-    return Verdict("not supported", f"the sheet says {seed:,}; engine {eng:,}, nn.Conv2d {pt:,}")
+    return Verdict(
+        "contradicted",
+        f"Contradicted: the sheet says {seed:,}; the engine gives {eng:,}, nn.Conv2d {pt:,}.",
+        "the sum does not match the layer.",
+        effect,
+        checks,
+        literature("keras_pytorch_conv", False),
+    )
 
 
 def tables(m: Mapping[str, Any]) -> list[Table]:
@@ -81,12 +97,12 @@ CLAIM = register_claim(
         title="Conv layer parameter count",
         subject="Conv layer",
         seed_quote=QUOTE,
-        method="Counts the parameters of a 3→64 channel, 3×3 convolution: the sheet's sum, the cost "
-        "engine, and sum(p.numel()) of a real torch.nn.Conv2d.",
-        sizes={
-            p: {"in_channels": 3, "out_channels": 64, "kernel_size": 3}
-            for p in ("tiny", "quick", "full")
-        },
+        method=lambda m: (
+            f"Counts the parameters of a {m['in_channels']}→{m['out_channels']} channel, "
+            f"{m['kernel_size']}×{m['kernel_size']} convolution: the sheet's sum, the cost engine, "
+            "and sum(p.numel()) of a real torch.nn.Conv2d."
+        ),
+        sizes=every_profile({"in_channels": 3, "out_channels": 64, "kernel_size": 3}),
         run=run,
         verdict=verdict,
         figure=figure,

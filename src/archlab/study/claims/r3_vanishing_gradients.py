@@ -1,4 +1,13 @@
-"""R3: RNNs struggle with long-range dependencies because gradients vanish over time steps."""
+"""R3: RNNs struggle with long-range dependencies because gradients vanish over time steps.
+
+Measured on the models T1 trained (the same run directories): for sequences at T1's longest
+distance, the loss at the query is differentiated with respect to every input embedding, and
+‖∂L/∂x_t‖ is read as a function of the distance k from the query, relative to k = 1. A gradient
+that vanishes with k means the model cannot learn from what it saw k steps ago (Bengio et al.
+1994; Pascanu et al. 2013); the claim predicts vanishing gradients in the recurrent models — and
+recall failing where they have vanished (T1). The same is measured at initialization, where the
+textbook analysis applies, as a finding.
+"""
 
 from __future__ import annotations
 
@@ -10,150 +19,208 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from archlab.models import create_model
 from archlab.study.claim import Claim, Table, Verdict, register_claim
+from archlab.study.claims._common import fmt_ci, literature, undertrained
+from archlab.study.claims.t1_long_range import LABELS, RNNS
 from archlab.study.context import StudyContext
-from archlab.study.measure import mean_std, seed_all
-from archlab.study.nets import study_lm
+from archlab.study.measure import mean_std
 from archlab.study.plots import band, subplots, to_png
+from archlab.study.pools import RECALL, RECALL_ARCHS, recall_fit, recall_model, recall_task
+from archlab.study.stats import mean_effect, side
 
 QUOTE = (
     "RNNs struggle with long-range dependencies due to the vanishing gradient problem, which makes "
     "it hard for them to maintain context over long text sequences. This limitation often results "
     "in poorer performance on tasks requiring understanding of complex, extended contexts."
 )
-# (label, arch, LSTM forget-gate bias override or None = PyTorch default init)
-VARIANTS = (
-    ("tanh RNN", "rnn", None),
-    ("LSTM (PyTorch init)", "lstm", None),
-    ("LSTM forget bias 0", "lstm", 0.0),
-    ("LSTM forget bias 1", "lstm", 1.0),
-    ("GRU", "gru", None),
-    ("GPT", "gpt", None),
-)
-FLOOR = 1e-12  # fit only where the gradient is above FLOOR × its value at distance 0 (float32)
+VANISHED = -2.0  # log10 of the gradient ratio (far / near) below which it counts as vanished
 
 
-def grad_norms(
-    arch: str, forget_bias: float | None, seed: int, s: Mapping[str, Any]
-) -> list[float]:
-    """‖∂L/∂x_t‖ (mean over the batch) for t = n-1 … 0, i.e. indexed by distance from the loss."""
-    gen = seed_all(seed)
-    n, V = s["seq_len"], s["vocab"]
-    if arch == "gpt":
-        model = study_lm(arch, V, s["width"], s["gpt_layers"], max_len=n)
-    else:  # LSTMConfig.forget_bias: the f chunk of b_ih set, b_hh's zeroed; None = PyTorch's init
-        model = study_lm(
-            arch, V, s["width"], **({"forget_bias": forget_bias} if forget_bias is not None else {})
-        )
-    idx = torch.randint(V, (s["batch"], n), generator=gen)  # (B, n)
-    x = model.embed(idx).detach().requires_grad_()  # (B, n, d): differentiate w.r.t. inputs
-    logits = model(inputs_embeds=x)  # (B, n, V)
-    target = torch.randint(V, (s["batch"],), generator=gen)
-    F.cross_entropy(logits[:, -1], target).backward()  # loss at the last position only
-    norms = x.grad.norm(dim=-1).mean(0)  # (n,)
-    return norms.flip(0).tolist()  # index = distance from the loss position
-
-
-def fit_decay(norms: list[float]) -> float:
-    """Per-step factor r in ‖∂L/∂x_{n-1-k}‖ ≈ c·r^k, from a least-squares fit of log-norm on k over
-    distances 1.. where the norm is above the float floor (distance 0 is the direct path)."""
-    g = np.asarray(norms, float)
-    ok = np.nonzero(g > FLOOR * g[0])[0]
-    k = ok[(ok >= 1) & (ok <= int(ok.max()))]
-    if len(k) < 3:
-        k = np.arange(1, min(4, len(g)))
-    return float(math.exp(np.polyfit(k, np.log(np.maximum(g[k], 1e-45)), 1)[0]))
+def grad_by_distance(model, s: Mapping[str, Any], seed: int, device) -> list[float]:
+    """Mean ‖∂L/∂x_t‖ over a batch at T1's longest distance, by distance k = 1..d from the query
+    (index k - 1), for the recall loss at the query."""
+    task = recall_task(s)
+    d = max(s["distances"])
+    x, y = task.batch(s["grad_batch"], d, torch.Generator().manual_seed(50_000 + seed))
+    x, y = x.to(device), y.to(device)
+    model.eval()
+    emb = model.embed(x).detach().requires_grad_()  # (B, L, E)
+    logits = model(inputs_embeds=emb)[:, -1, task.noise : task.noise + task.values]
+    F.cross_entropy(logits, y).backward()
+    g = emb.grad.norm(dim=-1).mean(0).cpu()  # (L,)
+    L = g.numel()
+    return [float(g[L - 1 - k]) for k in range(1, d + 1)]  # k = 1..d (the value is at k = d)
 
 
 def run(ctx: StudyContext) -> dict[str, Any]:
     s = ctx.sizes
-    out: dict[str, Any] = {"variants": {}}
-    bar = ctx.progress(total=len(VARIANTS) * len(ctx.seeds), desc="gradient vs distance")
-    for label, arch, fb in VARIANTS:
-        curves, rates = [], []
+    t1 = ctx.result_of("T1")
+    bar = ctx.progress(total=2 * len(LABELS) * len(ctx.seeds), desc="gradient vs distance")
+    out: dict[str, Any] = {}
+    for label in LABELS:
+        trained, init = [], []
         for seed in ctx.seeds:
-            g = grad_norms(arch, fb, seed, s)
-            curves.append([v / g[0] for v in g])  # relative to distance 0
-            rates.append(fit_decay(g))
+            f = recall_fit(ctx, label, seed, s)
+            trained.append(grad_by_distance(f.model, s, seed, ctx.device))
             bar.update()
-        rel = np.asarray(curves)
-        out["variants"][label] = {
-            "arch": arch,
-            "forget_bias": fb,
-            "decay_per_step": mean_std(rates),
-            "decay_per_step_seeds": rates,
-            "relative_norm": [mean_std(rel[:, k].tolist()) for k in s["report_distances"]],
-        }
+            arch, extra = next((a, e) for n, a, e in RECALL_ARCHS if n == label)
+            name, cfg = recall_model(arch, extra, s)
+            torch.manual_seed(seed)  # the same initial weights the run started from
+            init.append(
+                grad_by_distance(create_model(name, **cfg).to(ctx.device), s, seed, ctx.device)
+            )
+            bar.update()
+        out[label] = {"trained": trained, "init": init}
     bar.close()
-    out["distances"] = s["report_distances"]
-    return out
+    return {
+        "distance": max(s["distances"]),
+        "report_at": [k for k in s["report_at"] if k <= max(s["distances"])],
+        "grad": out,
+        "recall_far": {k: [a[-1] for a in t1["recall"][k]["accuracy"]] for k in LABELS},
+        "recall_distances": t1["distances"],
+        "control": t1["control"],
+        "recall_shortest": {
+            k: float(np.mean([a[0] for a in t1["recall"][k]["accuracy"]])) for k in LABELS
+        },
+    }
 
 
-def half_life(r: float) -> float:
-    return math.inf if r >= 1 else math.log(0.5) / math.log(r)
+def log_ratio(g: list[float]) -> float:
+    """log10(‖g‖ at the value / ‖g‖ at distance 1), floored at 1e-30 (float32 underflow)."""
+    return math.log10(max(g[-1], 1e-30) / max(g[0], 1e-30))
 
 
 def verdict(m: Mapping[str, Any]) -> Verdict:
-    v = {k: d["decay_per_step"]["mean"] for k, d in m["variants"].items()}
-    gpt = v.pop("GPT")
-    worst, best = min(v, key=v.get), max(v, key=v.get)
-    facts = "; ".join(f"{k} {r:.2f}" for k, r in v.items()) + f"; GPT {gpt:.2f}"
-    if gpt <= v[best]:
-        return Verdict(
-            "not supported",
-            f"the Transformer's gradient decays as fast as a recurrent "
-            f"net's (per-step factor: {facts})",
+    d = m["distance"]
+    ratios = {k: [log_ratio(g) for g in m["grad"][k]["trained"]] for k in LABELS}
+    means = {k: float(np.mean(v)) for k, v in ratios.items()}
+    vanished = {k: side(mean_effect(ratios[k], k), VANISHED) < 0 for k in RNNS}
+    failed = {k: float(np.mean(m["recall_far"][k])) < 0.5 for k in LABELS}
+    worst = min(RNNS, key=lambda k: means[k])
+    effect = mean_effect(
+        ratios[worst],
+        f"log10 of ‖∂L/∂x‖ at distance {d} over distance 1, trained {worst}",
+        "decades",
+    )
+    control = "pass" if min(m["recall_shortest"].values()) >= m["control"] else "fail"
+    agree = [k for k in RNNS if vanished[k] == failed[k]]
+    checks = {
+        "positive_control": control,
+        "gpt_gradient_vanishes": side(mean_effect(ratios["GPT"], "GPT"), VANISHED) < 0,
+        "recurrent_models_vanished": [k for k in RNNS if vanished[k]],
+        "vanishing_matches_recall_failure": len(agree) == len(RNNS),
+    }
+    init = {k: float(np.mean([log_ratio(g) for g in m["grad"][k]["init"]])) for k in LABELS}
+    findings = (
+        "At initialization (before any training): log10 gradient ratio at distance "
+        f"{d}: " + ", ".join(f"{k} {v:+.1f}" for k, v in init.items()) + ".",
+    )
+    facts = (
+        f"trained models, log10(‖∂L/∂x‖ at distance {d} / at distance 1): "
+        + ", ".join(f"{k} {means[k]:+.1f}" for k in LABELS)
+        + f"; recall at distance {d} (T1): "
+        + ", ".join(f"{k} {np.mean(m['recall_far'][k]):.2f}" for k in LABELS)
+        + f". Effect ({worst}): {fmt_ci(effect, 1)}."
+    )
+    if control == "fail":
+        ctrl = ", ".join(f"{k} {v:.2f}" for k, v in m["recall_shortest"].items())
+        return undertrained(
+            "the gradient analysis",
+            f"T1 recall at the shortest distance: {ctrl}",
+            effect,
+            checks,
+            "pascanu2013",
         )
-    lstm_gap = v["LSTM forget bias 1"] - v["LSTM (PyTorch init)"]
-    if v[best] <= 0.9 and lstm_gap < 0.1:
+    van = [k for k in RNNS if vanished[k]]
+    kept = [k for k in RNNS if not vanished[k]]
+    if not van:
+        return Verdict(
+            "contradicted",
+            f"Contradicted: no trained recurrent model's gradient vanishes over {d} steps "
+            f"(below 10^{VANISHED:g}).",
+            facts,
+            effect,
+            checks,
+            literature("pascanu2013", False),
+            findings=findings,
+        )
+    if not kept and all(failed[k] for k in van):
         return Verdict(
             "supported",
-            f"every recurrent variant's gradient shrinks by ≤ 0.9 per step "
-            f"(half-life ≤ {half_life(v[best]):.0f} steps) while GPT's does not "
-            f"(per-step factor: {facts})",
+            f"Supported: in every trained recurrent model the gradient from the query to what "
+            f"it saw {d} steps earlier vanishes (by ≥ {-VANISHED:g} orders of magnitude), and "
+            f"none of them recalls at that distance, while the GPT's gradient does not vanish.",
+            facts,
+            effect,
+            checks,
+            literature("pascanu2013", True),
+            findings=findings,
         )
+    mismatch = [k for k in RNNS if vanished[k] != failed[k]]
     return Verdict(
-        "conditional",
-        condition=f"true of the tanh RNN (gradient ×{v['tanh RNN']:.2f} per step, half-life "
-        f"{half_life(v['tanh RNN']):.1f} steps); gated RNNs depend on initialization — LSTM "
-        f"×{v['LSTM (PyTorch init)']:.2f} at PyTorch's init vs ×{v['LSTM forget bias 1']:.2f} with "
-        f"forget bias 1; GPT ×{gpt:.2f}",
-        reason=f"per-step gradient factor at initialization, mean over seeds: {facts}. The most "
-        f"vanishing variant is {worst}, the least {best}. Attention connects every position to the "
-        "loss in one step, so its gradient does not decay with distance.",
+        "supported within scope",
+        f"Supported within scope: the gradient vanishes over {d} steps in "
+        f"{', '.join(van)}"
+        + (f" but not in {', '.join(kept)}" if kept else "")
+        + (
+            f"; vanishing and failed recall do not coincide for {', '.join(mismatch)}"
+            if mismatch
+            else "; where it vanishes, recall fails"
+        )
+        + ".",
+        facts,
+        effect,
+        checks,
+        literature("pascanu2013", True),
+        scope=f"{', '.join(van)} at distance {d}",
+        findings=findings,
     )
 
 
 def tables(m: Mapping[str, Any]) -> list[Table]:
     rows = []
-    for k, d in m["variants"].items():
-        r = d["decay_per_step"]
+    for k in LABELS:
+        g = np.asarray(m["grad"][k]["trained"])  # (seeds, d)
+        rel = g / g[:, :1]
+        r = mean_std([log_ratio(x) for x in m["grad"][k]["trained"]])
         rows.append(
-            [
-                k,
-                f"{r['mean']:.3f} ± {r['std']:.3f}",
-                f"{r['min']:.3f}–{r['max']:.3f}",
-                half_life(r["mean"]),
-            ]
-            + [x["mean"] for x in d["relative_norm"]]
+            [k, f"{r['mean']:+.2f} ± {r['std']:.2f}", float(np.mean(m["recall_far"][k]))]
+            + [float(rel[:, j - 1].mean()) for j in m["report_at"]]
         )
-    cols = ["model", "decay per step (mean ± std)", "min–max", "half-life (steps)"]
-    cols += [f"‖g‖ at distance {k} (rel.)" for k in m["distances"]]
-    return [
-        Table("Gradient of the last-position loss w.r.t. input x_t, at initialization", cols, rows)
-    ]
+    cols = ["model (trained in T1)", "log10 ratio far/near", f"recall at {m['distance']}"]
+    cols += [f"‖g‖ at k={k} (rel.)" for k in m["report_at"]]
+    return [Table("Gradient of the query's loss w.r.t. the input k steps back", cols, rows)]
 
 
 def figure(m: Mapping[str, Any]) -> bytes:
-    fig, (ax,) = subplots(width=6.5, height=4)
-    for k, d in m["variants"].items():
-        band(ax, m["distances"], d["relative_norm"], k)
-    ax.set_yscale("log")
-    ax.set_xlabel("distance from the loss position (steps)")
-    ax.set_ylabel("‖∂L/∂x_t‖ relative to distance 0")
-    ax.set_title("Vanishing gradients at initialization (band: min–max over seeds)")
-    ax.legend(fontsize=8)
+    fig, (a1, a2) = subplots(2, width=5)
+    ks = list(range(1, m["distance"] + 1))
+    for ax, which in ((a1, "trained"), (a2, "init")):
+        for k in LABELS:
+            g = np.asarray(m["grad"][k][which])
+            rel = np.maximum(g / g[:, :1], 1e-30)
+            stats = [mean_std(rel[:, j].tolist()) for j in range(rel.shape[1])]
+            band(ax, ks, stats, k)
+        ax.set_yscale("log")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("distance k from the query (steps)")
+        ax.set_ylabel("‖∂L/∂x‖ relative to k = 1")
+        ax.set_title(
+            f"{'after training (T1 models)' if which == 'trained' else 'at initialization'}"
+        )
+        ax.legend(fontsize=7)
     return to_png(fig)
+
+
+def method(m: Mapping[str, Any]) -> str:
+    return (
+        f"Takes T1's trained models (all seeds) and, for recall sequences at distance "
+        f"{m['distance']}, differentiates the loss at the query with respect to every input "
+        "embedding; the gradient norm is read by distance k from the query, relative to k = 1, "
+        "and compared with the model's recall at that distance (T1). The same is measured on "
+        "the models' initial weights."
+    )
 
 
 CLAIM = register_claim(
@@ -163,43 +230,22 @@ CLAIM = register_claim(
         title="Vanishing gradients",
         subject="RNN",
         seed_quote=QUOTE,
-        method="Feeds random tokens through freshly initialized models (tanh RNN, LSTM at PyTorch's "
-        "default init and with forget-gate bias 0 and 1, GRU, GPT; same width), puts a "
-        "cross-entropy loss on the last position only, and measures the gradient norm with respect "
-        "to each input embedding x_t as a function of its distance to the loss. The per-step decay "
-        "factor r is the slope of log‖∂L/∂x_t‖ against distance (fit above a float32 floor), one fit "
-        "per seed.",
+        method=method,
         sizes={
-            "tiny": {
-                "seq_len": 12,
-                "width": 8,
-                "batch": 2,
-                "vocab": 16,
-                "gpt_layers": 1,
-                "report_distances": [1, 4, 8],
-            },
-            "quick": {
-                "seq_len": 64,
-                "width": 64,
-                "batch": 16,
-                "vocab": 64,
-                "gpt_layers": 2,
-                "report_distances": [1, 4, 8, 16, 32, 63],
-            },
-            "full": {
-                "seq_len": 256,
-                "width": 256,
-                "batch": 32,
-                "vocab": 64,
-                "gpt_layers": 4,
-                "report_distances": [1, 4, 16, 64, 128, 255],
-            },
+            p: {
+                **RECALL[p],
+                "grad_batch": 64 if p != "tiny" else 8,
+                "report_at": [1, 4, 16, 64, 256, 512],
+            }
+            for p in RECALL
         },
         run=run,
         verdict=verdict,
         figure=figure,
         tables=tables,
-        spread="mean ± std over seeds (initializations and inputs); bands min–max",
+        trains=True,
+        requires=("T1",),
+        spread="mean ± std over seeds; effect: 95% t CI over seeds; bands min–max",
     ),
     __name__,
 )
