@@ -307,7 +307,8 @@ def build_ui(lab: Lab, examples: Sequence[Path] = ()) -> Any:
                         b.click(lambda t=claim.tab: gr.Tabs(selected=t), None, tabs)
                 gr.HTML(study_view(lab), elem_id="study")
 
-        def tick() -> list:
+        def tick(*lm_values: Any) -> list:
+            """Progress while the defaults train; once they are loaded, the first predictions."""
             done = not lab.busy
             gl, gh = _layers(lab, "gpt")
             vl, vh = _layers(lab, "vit")
@@ -318,10 +319,10 @@ def build_ui(lab: Lab, examples: Sequence[Path] = ()) -> Any:
                 gr.Dropdown(choices=_heads(gh)),
                 gr.Slider(maximum=vl),
                 gr.Dropdown(choices=_heads(vh)),
+                next_word_view(lab, *lm_values) if done and lab.models else gr.skip(),
             ]
 
-        timer.tick(tick, None, [status, timer, layer, head, vit_layer, vit_head])
+        timer.tick(tick, lm_inputs, [status, timer, layer, head, vit_layer, vit_head, lm_cards])
         demo.load(visibility, cost_layer, field_comps).then(run_cost, cost_inputs, cost_outputs)
-        if lab.models:
-            demo.load(run_lm, lm_inputs, lm_cards)
+        demo.load(run_lm, lm_inputs, lm_cards)  # while training: the view says so
     return demo

@@ -21,7 +21,7 @@ from archlab.lab.costs import flops_vs_seq_len, layer_cost, layer_options
 from archlab.lab.models import LabModel
 from archlab.lab.plots import flops_figure, shift_figure
 from archlab.lab.service import check_int, generations, next_words
-from archlab.lab.state import Lab
+from archlab.lab.state import Lab, NotReady
 from archlab.lab.text import last_attention, saliency, token_losses
 from archlab.lab.vision import (
     decode_image,
@@ -106,7 +106,8 @@ CLAIMS: dict[str, Claim] = {
 
 
 def _error(e: Exception) -> str:
-    return f'<p class="lab-error">{html.escape(" ".join(str(e).split()))}</p>'
+    kind = "lab-status" if isinstance(e, NotReady) else "lab-error"  # waiting is not a mistake
+    return f'<p class="{kind}">{html.escape(" ".join(str(e).split()))}</p>'
 
 
 def _subtitle(m: LabModel) -> str:
