@@ -186,6 +186,12 @@ def test_not_json_and_too_large_bodies(client):
     assert "not JSON" in one_line_error(r, 400)
     big = b"\x00" * (10 * 2**20 + 1)
     r = client.post("/api/classify", content=big, headers={"Content-Type": "image/png"})
+    assert "at most 10 MiB" in one_line_error(r, 413)  # refused by its Content-Length
+
+    def chunks():  # no Content-Length: the size is checked after reading
+        yield big
+
+    r = client.post("/api/classify", content=chunks(), headers={"Content-Type": "image/png"})
     assert "at most 10 MiB" in one_line_error(r, 413)
 
 

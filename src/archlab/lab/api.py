@@ -34,7 +34,7 @@ from archlab.lab.costs import cost_json
 from archlab.lab.service import classifications, generations, next_words
 from archlab.lab.state import Lab, NotReady
 from archlab.lab.text import PromptTooLong
-from archlab.lab.vision import MAX_UPLOAD_BYTES
+from archlab.lab.vision import MAX_UPLOAD_BYTES, ImageTooLarge
 
 __all__ = ["add_api_routes", "status_of"]
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 def status_of(e: Exception) -> int:
-    if isinstance(e, PromptTooLong):
+    if isinstance(e, (PromptTooLong, ImageTooLarge)):
         return 413
     if isinstance(e, NotReady):
         return 503

@@ -25,6 +25,7 @@ from archlab.train.tasks import normalize_images
 
 __all__ = [
     "MAX_UPLOAD_BYTES",
+    "ImageTooLarge",
     "NotAnImage",
     "Prediction",
     "decode_image",
@@ -41,6 +42,10 @@ MAX_UPLOAD_BYTES = 10 * 2**20  # a phone photo fits; the model sees 28 x 28 anyw
 
 class NotAnImage(ArchlabError):
     """Bytes Pillow cannot read as an image (the API answers 422)."""
+
+
+class ImageTooLarge(ArchlabError):
+    """An upload over :data:`MAX_UPLOAD_BYTES` (the API answers 413)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ def decode_image(data: bytes, channels: int, size: int, invert: str = "auto") ->
     if not data:
         raise NotAnImage("the upload is empty; send an image file's bytes (PNG, JPEG, ...)")
     if len(data) > MAX_UPLOAD_BYTES:
-        raise ArchlabError(f"the image is {len(data):,} bytes; the lab takes at most 10 MiB")
+        raise ImageTooLarge(f"the image is {len(data):,} bytes; the lab takes at most 10 MiB")
     try:
         a = load_image_file(io.BytesIO(data), channels, size)  # type: ignore[arg-type]
     except ArchlabError:
