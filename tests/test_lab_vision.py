@@ -82,6 +82,9 @@ def test_dark_on_light_drawings_are_inverted_automatically():
     assert (decode_image(png(sample()), 1, 28)[0] == sample()).all()  # light on black stays
     big = np.kron(sample(), np.ones((10, 10), np.uint8))  # 280 x 280, resized like classify
     assert decode_image(png(big), 1, 28).shape == (1, 28, 28)
+    blob = np.full((28, 28), 255, np.uint8)
+    blob[2:26, 2:26] = 0  # a drawing that covers most of a white canvas: still dark on light
+    assert decode_image(png(blob), 1, 28)[0, 14, 14] == 255
 
 
 @pytest.mark.parametrize("data", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\nbroken"])

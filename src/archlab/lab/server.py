@@ -67,6 +67,8 @@ def check_port(host: str, port: int) -> None:
     if not 0 < port < 65536:
         raise ArchlabError(f"--port must be in 1..65535, got {port}")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        # as uvicorn binds: a just-stopped lab's connections in TIME_WAIT do not block the port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as e:

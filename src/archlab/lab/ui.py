@@ -146,8 +146,8 @@ def build_ui(lab: Lab, examples: Sequence[Path] = ()) -> Any:
             # ------------------------------------------------------------------ image
             with gr.Tab("Image", id="image", elem_id="tab-image"):
                 gr.Markdown(
-                    "Upload or draw an image (dark on light is inverted: the training images are "
-                    "light on black). The shift sliders move it (claim **C3**); below are the "
+                    "Upload or draw an image (an image on a light background is inverted: the "
+                    "training images are light on black). The shift sliders move it (claim **C3**); below are the "
                     "CNN's feature maps per stage (**C1**) and the ViT's class-token attention "
                     "(**V1**)."
                 )
@@ -160,10 +160,15 @@ def build_ui(lab: Lab, examples: Sequence[Path] = ()) -> Any:
                                     type="filepath", label="image", height=240, elem_id="upload"
                                 )
                             with gr.Tab("Draw"):
+                                # black ink, a stroke ~1/12 of the canvas: about a 2-pixel
+                                # line at 28 px, like Fashion-MNIST's outlines
                                 sketch = gr.Sketchpad(
                                     type="numpy",
                                     canvas_size=(280, 280),
-                                    label="draw",
+                                    brush=gr.Brush(
+                                        default_size=22, colors=["#000000"], color_mode="fixed"
+                                    ),
+                                    label="draw (pick the brush)",
                                     elem_id="sketch",
                                 )
                         if examples:
@@ -172,7 +177,6 @@ def build_ui(lab: Lab, examples: Sequence[Path] = ()) -> Any:
                                 [upload],
                                 label="examples (Fashion-MNIST test images)",
                                 elem_id="examples",
-                                example_labels=[p.stem.split("-", 1)[-1] for p in examples],
                             )
                     with gr.Column(scale=2):
                         with gr.Row():

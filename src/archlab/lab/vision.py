@@ -3,7 +3,8 @@
 Images travel as uint8 arrays (C, H, W) at the run's input size, converted exactly as
 ``archlab classify`` converts a file (:func:`archlab.data.load_image_file`: Pillow to grayscale or
 RGB, bicubic resize). Fashion-MNIST has light objects on black; a drawing or photo of dark ink on
-white paper is inverted when its mean brightness is above half (``invert="auto"``).
+white paper is inverted when its border — the background — is brighter than half
+(``invert="auto"``), however much of the canvas the drawing covers.
 
 Shifts move the image by (dx, dy) whole pixels, right and down for positive values, filling with
 black (the background) — not ``torch.roll``, which would wrap the object around the border.
@@ -85,10 +86,12 @@ def decode_image(data: bytes, channels: int, size: int, invert: str = "auto") ->
 
 
 def maybe_invert(a: np.ndarray, invert: str = "auto") -> np.ndarray:
-    """``yes``: 255 - a; ``no``: a; ``auto``: invert when the mean brightness is above half."""
+    """``yes``: 255 - a; ``no``: a; ``auto``: invert when the outermost pixels (the background)
+    average above half. ``a`` is uint8 (C, H, W)."""
     if invert not in ("auto", "yes", "no"):
         raise ArchlabError(f"invert must be auto, yes or no, got {invert!r}")
-    if invert == "yes" or (invert == "auto" and a.mean() > 127.5):
+    border = np.concatenate([a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1]], axis=None)
+    if invert == "yes" or (invert == "auto" and border.mean() > 127.5):
         return (255 - a).astype(np.uint8)
     return a
 
