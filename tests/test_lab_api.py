@@ -203,3 +203,10 @@ def test_no_models_yet_is_503_not_a_crash(tmp_path):
     )
     r = empty.post("/api/classify", content=png_bytes(), headers={"Content-Type": "image/png"})
     assert "no image model" in one_line_error(r, 503)
+
+
+def test_a_curl_d_body_is_read_as_json_whatever_its_content_type(client):
+    """``curl -d '{...}'`` sends application/x-www-form-urlencoded (the README's examples)."""
+    body = b'{"layer": "conv2d", "in_channels": 3, "out_channels": 64, "kernel_size": 3}'
+    kind = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert client.post("/api/cost", content=body, headers=kind).json()["params"] == 1_792
