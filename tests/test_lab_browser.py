@@ -195,6 +195,32 @@ def test_every_tab_in_a_real_browser(lab_server, browser):
         and page.locator("#vit-attention img").count() == 5
     )
     shot(page, "image")
+    # ... or draw one: a stroke on the sketchpad is classified too
+    cards_before = page.inner_html("#img-cards")
+    page.get_by_role("tab", name="Draw").click()
+    page.click("#sketch button[aria-label=Brush]")
+    box = page.locator("#sketch canvas").first.bounding_box()
+    page.mouse.move(box["x"] + 0.4 * box["width"], box["y"] + 0.2 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.8 * box["height"], steps=12)
+    page.mouse.up()
+    page.wait_for_function(
+        "h => document.querySelector('#img-cards').innerHTML !== h",
+        arg=cards_before,
+        timeout=30_000,
+    )
+    assert page.locator("#img-cards .lab-card").count() == 2
+    # ... or upload a file
+    cards_before = page.inner_html("#img-cards")
+    page.get_by_role("tab", name="Upload").click()
+    trouser = sorted((trained_runs()[0] / "examples").glob("*.png"))[1]
+    page.set_input_files("#upload input[type=file]", str(trouser))
+    page.wait_for_function(
+        "h => document.querySelector('#img-cards').innerHTML !== h",
+        arg=cards_before,
+        timeout=30_000,
+    )
+    assert page.locator("#img-cards .lab-card").count() == 2  # (the thumbnail is the new file)
 
     # Cost: Part 3's preset; the Keras RNN 100->200 derivation ends in 60,200.
     open_tab(page, "Cost")
