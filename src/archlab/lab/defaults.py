@@ -7,13 +7,15 @@ directories under ``~/.cache/archlab/lab/``; later starts load them in a second.
 
 Budget: :data:`TRAIN_SECONDS` of training split by :attr:`DefaultRun.share`, plus each run's data
 loading, final full-pass evaluation and checkpoint (~1-2 s each on 2 cores), so the whole first
-start stays within 90 s (``benchmarks/lab_speed.py`` measures it). Sizes and learning rates were
-picked for that budget on 2 CPU cores, where a run gets 100-270 steps depending on the machine's
-load: at 100 steps (measured here) the tanh RNN and the GRU reach 2.13 nats/char on the validation
-text, the LSTM 2.14 (at lr 3e-3 it was still at 3.27: short budgets want the higher rate), the
-GPT ~2.46 (6e-3 is gpt-nano's recipe); on a quiet machine the CNN reaches ~83% and the patch-7
-ViT ~81% validation accuracy. Enough to compare the architectures' behaviour, not their best:
-train longer with ``--train-seconds``, or pass your own ``archlab train`` runs.
+start stays within 90 s (``benchmarks/lab_speed.py`` measures it: 82.9 s at load average 2.2 on
+2 cores; 102 s at load 4). Sizes and learning rates were picked for that budget on 2 CPU cores,
+where a run gets 70-270 steps depending on the machine's load: at 100 steps (measured here) the
+tanh RNN and the GRU reach 2.13 nats/char on the validation text, the LSTM 2.14 (at lr 3e-3 it was
+still at 3.27: short budgets want the higher rate), the GPT ~2.46 (6e-3 is gpt-nano's recipe). In
+the benchmark's first start they reached 2.39 / 2.26 / 2.25 / 2.45 (tanh RNN / LSTM / GRU / GPT)
+and the CNN 76.0%, the patch-7 ViT 80.3% validation accuracy. Enough to compare the
+architectures' behaviour, not their best: train longer with ``--train-seconds``, or pass your own
+``archlab train`` runs.
 """
 
 from __future__ import annotations
