@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "archlab.commands.cost",
     "archlab.commands.train",
     "archlab.commands.use",
+    "archlab.commands.lab",
 )
 
 
