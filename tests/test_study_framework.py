@@ -20,7 +20,15 @@ SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "seed" / "000_a68e1
 
 def _opts(out, **kw) -> StudyOptions:
     return StudyOptions(
-        **{"profile": "tiny", "out": out, "progress": False, "offline": True, "threads": 1, **kw}
+        **{
+            "profile": "tiny",
+            "out": out,
+            "progress": False,
+            "offline": True,
+            "threads": 1,
+            "jobs": 1,
+            **kw,
+        }
     )
 
 
@@ -28,6 +36,29 @@ def _opts(out, **kw) -> StudyOptions:
 def tiny(tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("study")
     return run_study(_opts(out)), out
+
+
+def _comparable(res: dict) -> dict:
+    res = strip_timing(copy.deepcopy(res))
+    res.pop("machine")  # thread choice, versions: the run's circumstances, not its results
+    return res
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_the_same_results_as_one_process(tiny, tmp_path):
+    """--jobs 2 trains Part 1's and Part 2's claims in two worker processes (one thread each)
+    that fill the cache this process reads: results.json must equal the one-process run's."""
+    res, _ = tiny
+    par = run_study(_opts(tmp_path / "par", jobs=2))
+    assert _comparable(par) == _comparable(res)
+    # computed in this run (by its workers), not read from an earlier run's cache
+    assert not any(c["timing"]["from_cache"] for c in par["claims"])
+    assert (tmp_path / "par" / "results.json").exists()  # written once, by this process
+
+
+def test_jobs_out_of_range_is_one_line():
+    with pytest.raises(ArchlabError, match="--jobs must be in 1..64"):
+        _opts(Path("unused"), jobs=0)
 
 
 def test_ledger_covers_parts_1_to_5_with_every_profile():

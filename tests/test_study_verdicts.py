@@ -20,7 +20,9 @@ from archlab.study.runner import StudyOptions, run_study
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> dict[str, dict]:
     out = tmp_path_factory.mktemp("study")
-    res = run_study(StudyOptions(profile="tiny", out=out, progress=False, offline=True, threads=1))
+    res = run_study(
+        StudyOptions(profile="tiny", out=out, progress=False, offline=True, threads=1, jobs=1)
+    )
     return {c["id"]: c["metrics"] for c in res["claims"]}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 log = logging.getLogger("archlab.study")
 
 PROFILE_HELP = (
-    "quick: <= 10 min on 2 CPU cores, a preview that may say inconclusive (default); "
+    "tiny: the tests' profile, seconds, decides nothing; quick: <= 10 min on 2 CPU cores, a preview that may say inconclusive (default); "
     "standard: <= 75 min on 2 CPU cores, every training claim at its positive control, the "
     "citable run; full: for a GPU"
 )
@@ -24,7 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--only reruns some claims and the report is rebuilt from all of them.",
     )
     p.add_argument(
-        "--profile", choices=("quick", "standard", "full"), default="quick", help=PROFILE_HELP
+        "--profile",
+        choices=("tiny", "quick", "standard", "full"),
+        default="quick",
+        help=PROFILE_HELP,
     )
     p.add_argument("--only", metavar="IDS", help="comma-separated claim ids, e.g. T1,R3")
     p.add_argument(
@@ -36,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="recompute the selected claims")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device")
     p.add_argument("--threads", type=int, help="torch threads (default: the physical cores)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="claims trained side by side on the CPU, in worker processes of threads/jobs "
+        "threads each (default: the physical cores; 1: one after the other)",
+    )
     p.add_argument(
         "--offline", action="store_true", help="never try to fetch the full Fashion-MNIST"
     )
@@ -56,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         device=args.device,
         threads=args.threads,
+        jobs=args.jobs,
         offline=args.offline,
     )
     results = run_study(opts)

@@ -175,6 +175,9 @@ class Claim:
     timing_verdict: bool = False  # verdict depends on wall-clock measurements
     requires: tuple[str, ...] = ()  # claims whose metrics run() reads via ctx.result_of
     uses: tuple[str, ...] = ()  # data the claim reads: "text", "images" (for the report)
+    # Trained models shared with other claims (e.g. "image pool"): claims that share one train in
+    # the same worker process under --jobs, so no two processes write one run directory.
+    models: str = ""
     spread: str = "mean ± std over seeds"  # how spreads in the tables are computed
     module: str = field(default="", compare=False)  # set by register_claim
 

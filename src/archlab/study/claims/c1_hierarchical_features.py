@@ -325,6 +325,7 @@ CLAIM = register_claim(
         tables=tables,
         trains=True,
         uses=("images",),
+        models="image pool",
         spread="mean ± std over seeds; effect: paired 95% CI; bands min–max",
     ),
     __name__,

@@ -313,6 +313,7 @@ CLAIM = register_claim(
         tables=tables,
         trains=True,
         uses=("images",),
+        models="image pool",
         spread="mean ± std over seeds; effects: paired 95% CI (gap), t CI (slope)",
     ),
     __name__,
