@@ -196,6 +196,8 @@ def generate_text(
     if max_new_tokens < 0:
         raise ArchlabError(f"max-new-tokens must be >= 0, got {max_new_tokens}")
     check_sampling(temperature, top_k)  # before the first token, not inside the model's loop
+    if seed is not None and not -(2**63) <= seed < 2**64:  # what torch.Generator takes
+        raise ArchlabError(f"seed must be in [-2**63, 2**64), got {seed}")
     idx = _encode_prompt(run, prompt or "\n")
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     out = run.model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=g)
