@@ -36,6 +36,7 @@ __all__ = [
     "RESULTS",
     "ROOT",
     "count_step_flops",
+    "run_cli",
     "load_average",
     "machine_record",
     "set_data_root",
@@ -60,17 +61,40 @@ def set_data_root(arg: str | None) -> str:
 
 def machine_record(threads: int) -> dict[str, Any]:
     """Machine description + load average + measured matmul peaks (FLOP/s), at ``threads``."""
+    from archlab.hardware import capabilities
+
     torch.set_num_threads(threads)
     load = load_average()
     t = time.perf_counter()
-    bf16 = measure_matmul_peak(torch.bfloat16, n=2048, seconds=2.0)
+    # Where bf16 is emulated (AVX2: ~1 GFLOP/s) one 2048³ matmul takes ~20 s: measure at 512.
+    n16 = 2048 if capabilities().bf16_fast else 512
+    bf16 = measure_matmul_peak(torch.bfloat16, n=n16, seconds=2.0)
     fp32 = measure_matmul_peak(torch.float32, n=2048, seconds=2.0)
     return {
         **describe_machine(),
         "load_average_at_start": load,
-        "matmul_peak_flops": {"bf16": bf16, "fp32": fp32, "n": 2048},
+        "matmul_peak_flops": {"bf16": bf16, "fp32": fp32, "n": 2048, "n_bf16": n16},
         "peak_measure_s": round(time.perf_counter() - t, 1),
     }
+
+
+def run_cli(args: list[str], timeout: float = 3600) -> dict[str, Any]:
+    """``archlab ARGS`` as a user runs it (a subprocess with this checkout's code); its output
+    and wall time. Raises SystemExit with the error when it fails."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    t = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, "-m", "archlab", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    if r.returncode != 0:
+        raise SystemExit(f"archlab {' '.join(args)} failed ({r.returncode}): {r.stderr[-2000:]}")
+    return {"stdout": r.stdout, "stderr": r.stderr, "wall_s": round(time.perf_counter() - t, 2)}
 
 
 def count_step_flops(step: Callable[[], torch.Tensor]) -> int:

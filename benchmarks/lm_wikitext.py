@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, load_average, machine_record, set_data_root, write_result
+from _common import load_average, machine_record, run_cli, set_data_root, write_result
 
 B, T = 20, 35
 TARGET_RATIO, TARGET_PPL = 1.5, 180.0
@@ -136,76 +136,31 @@ def flops_per_token(cfg, vocab: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", help="folder with wikitext-2/ (default $ARCHLAB_DATA)")
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--speed-batches", type=int, default=40)
     ap.add_argument("--warmup-batches", type=int, default=10)
-    ap.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
-    ap.add_argument("--lr", type=float, default=5.0)
-    ap.add_argument("--min-lr", type=float, help="end of the decay (default lr/50)")
-    ap.add_argument("--momentum", type=float, default=0.9, help="SGD heavy-ball momentum")
-    ap.add_argument("--schedule", default="linear", choices=["linear", "cosine", "constant"])
-    ap.add_argument("--warmup", type=int, default=0)
-    ap.add_argument("--weight-decay", type=float, default=0.0)
-    ap.add_argument("--grad-clip", type=float, default=0.25)
-    ap.add_argument("--dropout", type=float, default=0.0, help="the preset's is 0.2")
-    ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     ap.add_argument("--seed", type=int, default=1111)  # pytorch/examples' default seed
-    ap.add_argument("--skip-epoch", action="store_true", help="speed comparison only")
-    ap.add_argument(
-        "--tied",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="tie decoder and embedding (pytorch/examples --tied; Press & Wolf 2017)",
-    )
     ap.add_argument("--out", help="results JSON (default benchmarks/results/lm_wikitext.json)")
     args = ap.parse_args()
-    min_lr = args.lr / 50 if args.min_lr is None else args.min_lr
 
     data_root = set_data_root(args.data_root)
     from archlab.data import encode_corpus, fit_tokenizer, load_corpus
-    from archlab.models import create_model
-    from archlab.train.inference import evaluate_run, load_run
-    from archlab.train.runs import LMRunSpec, train_lm
-    from archlab.train.trainer import TrainConfig
+    from archlab.hardware import physical_cores
 
-    machine = machine_record(args.threads)
-    peak = machine["matmul_peak_flops"]["bf16"]
-    print(
-        f"machine: {machine['cpu']}, {args.threads} threads, load {machine['load_average_at_start']}"
-    )
-
+    threads = physical_cores()
+    machine = machine_record(threads)
+    peak = machine["matmul_peak_flops"]["fp32"]
+    print(f"machine: {machine['cpu']}, {threads} threads, load {machine['load_average_at_start']}")
     corpus = load_corpus("wikitext2")
     tok = fit_tokenizer("word", corpus)
     streams = encode_corpus(corpus, tok)
     V = tok.vocab_size
-    mover = {"tie_weights": args.tied, "dropout": args.dropout}
-    model = create_model("lstm-wt2", vocab_size=V, **mover)
-    n_params = sum(p.numel() for p in model.parameters())
-    fpt = flops_per_token(model.config, V)
-    del model
+    from archlab.models import make_config
+    from archlab.train.recipes import RECIPES
 
-    def config(max_steps: int, log_interval: int) -> TrainConfig:
-        return TrainConfig(
-            max_steps=max_steps,
-            batch_size=B,
-            optimizer=args.optimizer,
-            lr=args.lr,
-            min_lr=min_lr,
-            momentum=args.momentum,
-            schedule=args.schedule,
-            warmup_steps=args.warmup,
-            weight_decay=args.weight_decay,
-            grad_clip=args.grad_clip,
-            precision=args.precision,
-            eval_interval=0,
-            log_interval=log_interval,
-            seed=args.seed,
-            progress=False,
-        )
-
-    spec = LMRunSpec("lstm-wt2", "wikitext2", "word", block_size=T, model=mover)
-    n = args.warmup_batches + args.speed_batches
-
+    recipe = RECIPES["lstm-wt2"]
+    mover = dict(recipe.model)
+    cfg = make_config("lstm-wt2", vocab_size=V, **mover)
+    fpt = flops_per_token(cfg, V)
     base = baseline_loop(
         streams.train, V, args.speed_batches, args.warmup_batches, args.seed, mover
     )
@@ -213,110 +168,66 @@ def main() -> None:
         f"baseline (pytorch/examples loop, fp32, SGD): {base['ms_per_batch']} ms/batch, "
         f"{base['tokens_per_s']:,.0f} tok/s"
     )
-    load_speed = load_average()
+    load_epoch = load_average()
     with tempfile.TemporaryDirectory() as tmp:
-        # log every step so the rate can be read over exactly the baseline's batches
-        ours = train_lm(spec, config(n, 1), Path(tmp) / "speed")
-    fast = rate_from_history(ours.history, args.warmup_batches, B * T)
+        run = Path(tmp) / "run"
+        cmd = [
+            "train",
+            "lm",
+            "--arch",
+            "lstm",
+            "--data",
+            "wikitext2",
+            "--out",
+            str(run),
+            "--no-progress",
+            "--json",
+            "--log-interval",
+            "1",
+        ]
+        r = run_cli(cmd, timeout=7200)
+        trained = json.loads(r["stdout"].strip().splitlines()[-1])
+        history = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        rc = json.loads((run / "resolved_config.json").read_text())
+        val = json.loads(run_cli(["eval", str(run), "--split", "val", "--json"])["stdout"])
+        test = json.loads(run_cli(["eval", str(run), "--split", "test", "--json"])["stdout"])
+    fast = rate_from_history(history, args.warmup_batches, B * T)
     ratio = fast["tokens_per_s"] / base["tokens_per_s"]
+    ppl = val["perplexity"]
+    met_speed, met_ppl = ratio >= TARGET_RATIO, ppl <= TARGET_PPL
     print(
-        f"train_lm ({args.precision}, fused decoder+loss, {args.optimizer}): {fast['ms_per_batch']} ms/batch,"
-        f" {fast['tokens_per_s']:,.0f} tok/s = {ratio:.2f}x baseline"
+        f"archlab (README command, recipe {rc['recipe']}, precision {rc['train']['precision']}): "
+        f"{trained['step']} steps = one epoch, {fast['tokens_per_s']:,.0f} tok/s = {ratio:.2f}x "
+        f"baseline; valid ppl {ppl:.1f}, test ppl {test['perplexity']:.1f}"
     )
-    speed = {
-        "baseline": {
-            "recipe": "pytorch/examples train(), fp32, SGD lr 20, clip 0.25, the same model",
-            **base,
-        },
-        "ours": {"path": "archlab.train.runs.train_lm", **fast},
-        "ratio": round(ratio, 3),
-        "mfu_baseline": round(fpt * base["tokens_per_s"] / peak, 4),
-        "mfu_ours": round(fpt * fast["tokens_per_s"] / peak, 4),
-        "load_average_at_start": load_speed,
-    }
-
-    epoch = None
-    if not args.skip_epoch:
-        from archlab.data import batchify
-
-        steps = (batchify(streams.train, B).size(0) - 1) // T  # whole bptt chunks in one epoch
-        load_epoch = load_average()
-        with tempfile.TemporaryDirectory() as tmp:
-            t = time.perf_counter()
-            res = train_lm(spec, config(steps, 100), Path(tmp) / "epoch")
-            process_s = time.perf_counter() - t
-            run = load_run(Path(tmp) / "epoch")
-            val = evaluate_run(run, "val")
-            test = evaluate_run(run, "test")
-        tps = steps * B * T / res.elapsed_s
-        epoch = {
-            "threads": args.threads,
-            "steps": steps,
-            "tokens": steps * B * T,
-            "train_s": round(res.elapsed_s, 1),
-            "process_s": round(process_s, 1),
-            "tokens_per_s": round(tps, 1),
-            "mfu": round(fpt * tps / peak, 4),
-            "load_average_at_start": load_epoch,
-            "load_average_at_end": load_average(),
-            "train_loss_last": res.train_loss,
-            "val": {k: val[k] for k in ("loss", "perplexity", "tokens", "protocol", "streams")},
-            "test": {k: test[k] for k in ("loss", "perplexity", "tokens")},
-            "curve": [
-                {"step": h["step"], "loss": round(h["loss"], 4), "elapsed_s": h["elapsed_s"]}
-                for h in res.history
-                if h.get("kind") == "train"
-            ],
-        }
-        print(
-            f"one epoch: {steps} steps in {res.elapsed_s:.0f} s ({tps:,.0f} tok/s); valid ppl "
-            f"{val['perplexity']:.1f}, test ppl {test['perplexity']:.1f}"
-        )
-    path = Path(args.out) if args.out else RESULTS / "lm_wikitext.json"
-    kept_epoch = False
-    if epoch is None and path.exists():  # a speed-only rerun keeps the earlier epoch's numbers
-        epoch = json.loads(path.read_text()).get("epoch")
-        kept_epoch = epoch is not None
-    met_speed = ratio >= TARGET_RATIO
-    met_ppl = None if epoch is None else epoch["val"]["perplexity"] <= TARGET_PPL
     print(
-        f"targets: speed >= {TARGET_RATIO}x: {'MET' if met_speed else 'NOT MET'}; "
-        f"valid ppl <= {TARGET_PPL:.0f} after one epoch: "
-        f"{'not run' if met_ppl is None else 'MET' if met_ppl else 'NOT MET'}"
+        f"targets: speed >= {TARGET_RATIO}x: {'MET' if met_speed else 'NOT MET'}; valid ppl <= "
+        f"{TARGET_PPL:.0f}: {'MET' if met_ppl else 'NOT MET'}"
     )
     write_result(
         "lm_wikitext",
         {
-            "benchmark": "WikiText-2 word, lstm 2x200, bptt 35, batch 20 (issue 3 item 6)",
+            "benchmark": "WikiText-2 word, lstm-wt2 recipe, one epoch, vs pytorch/examples' loop",
             "machine": machine,
             "data_root": data_root,
             "target": {"speed_ratio": TARGET_RATIO, "valid_ppl_after_one_epoch": TARGET_PPL},
-            "model": {
-                "preset": "lstm-wt2",
-                "overrides": mover,
-                "params": n_params,
-                "vocab": V,
-                "bptt": T,
-                "batch": B,
-            },
+            "command": "archlab " + " ".join(cmd[:6]) + " --out RUN",
+            "resolved": {k: rc[k] for k in ("train", "recipe", "requested", "hardware", "origins")},
             "flops_per_token": {"value": fpt, "formula": "3 x (sum_l 8H(I_l+H) + 2HV)"},
-            "recipe": {
-                **config(2983, 100).to_dict(),
-                "cli_equivalent": (
-                    f"archlab train lm --arch lstm-wt2 --data wikitext2 --tokenizer word "
-                    f"--block-size {T} --batch-size {B} --optimizer {args.optimizer} "
-                    f"--lr {args.lr} --momentum {args.momentum} --min-lr {min_lr:g} "
-                    f"--schedule {args.schedule} "
-                    f"--warmup {args.warmup} --weight-decay {args.weight_decay} "
-                    f"--grad-clip {args.grad_clip} --dropout {args.dropout} "
-                    f"--{'' if args.tied else 'no-'}tie-weights "
-                    f"--precision {args.precision} --max-steps <one epoch>"
-                ),
+            "baseline": {"recipe": "pytorch/examples train(), fp32, SGD lr 20, clip 0.25", **base},
+            "speed": {
+                "ours": fast,
+                "ratio": round(ratio, 3),
+                "mfu_baseline_vs_fp32_peak": round(fpt * base["tokens_per_s"] / peak, 4),
+                "mfu_ours_vs_fp32_peak": round(fpt * fast["tokens_per_s"] / peak, 4),
             },
-            "threads": args.threads,
-            "speed": speed,
-            "epoch": epoch,
-            "epoch_from_earlier_run": kept_epoch,
+            "epoch": {
+                "steps": trained["step"],
+                "train_s": round(trained["elapsed_s"], 1),
+                "load_average_at_start": load_epoch,
+                "val": val,
+                "test": test,
+            },
             "target_met": {"speed": met_speed, "valid_ppl": met_ppl},
         },
         args.out,

@@ -245,10 +245,10 @@ def test_c3_every_status(base):
 def _c4(base, shallow=(1.0, 0.5), deep=(1.0, 0.95), vit=(1.0, 0.95)):
     m = copy.deepcopy(base["C4"])
     rf = m["rf"]["shallow CNN"]
+    n = len(m["acc"]["shallow CNN"])
     for name, (near, far) in (("shallow CNN", shallow), ("deep CNN", deep), ("ViT", vit)):
         m["acc"][name] = [
-            [(near if sp <= rf else far) + 0.005 * k for sp in m["span"]]
-            for k in range(len(m["acc"][name]))
+            [(near if sp <= rf else far) + 0.005 * k for sp in m["span"]] for k in range(n)
         ]
     return m
 
@@ -262,6 +262,12 @@ def test_c4_every_status(base):
     near_only = copy.deepcopy(base["C4"])
     near_only["span"] = [1 for _ in near_only["span"]]
     assert _short("C4", near_only) == "inconclusive: out of range"
+
+
+def test_v1_without_the_ablation_is_undertrained(base):
+    m = copy.deepcopy(base["V1"])
+    m["acc_local"] = []
+    assert _short("V1", m) == "inconclusive: undertrained"
 
 
 def _v1(base, glob=0.85, local=0.8, reach=True, ctrl=True):
@@ -285,8 +291,8 @@ def test_v1_every_status(base):
 
 def _v2(base, gaps=(0.1, 0.07, 0.04, 0.01), top=(0.9, 0.85), sizes=None):
     m = copy.deepcopy(base["V2"])
-    if sizes is not None:
-        m["train_sizes"] = sizes
+    m["train_sizes"] = sizes if sizes is not None else [16, 60, 200, 600]
+    m["steps_per_size"] = [10] * 4
     n = len(m["acc"]["cnn"][0])
     m["acc"]["cnn"] = [[top[0] - 0.01 * (3 - i) + 0.003 * k for k in range(n)] for i in range(4)]
     m["acc"]["vit"] = [
@@ -295,7 +301,20 @@ def _v2(base, gaps=(0.1, 0.07, 0.04, 0.01), top=(0.9, 0.85), sizes=None):
     ]
     m["acc"]["vit"][-1] = [max(v, top[1]) for v in m["acc"]["vit"][-1]]
     m["timing"]["same_time"]["vit_acc"] = copy.deepcopy(m["acc"]["vit"])
+    m["timing"]["same_time"]["vit_steps"] = [[5] * n for _ in range(4)]
+    m["timing"]["train_s"] = {a: [[1.0] * n for _ in range(4)] for a in ("cnn", "vit")}
     return m
+
+
+def test_v2_a_failed_control_stops_before_the_small_sets(base):
+    """Only the largest set (the control) was trained when a model failed it: undertrained."""
+    m = _v2(base, top=(0.5, 0.3))
+    for k in ("train_sizes", "steps_per_size"):
+        m[k] = m[k][-1:]
+    for a in ("cnn", "vit"):
+        m["acc"][a] = m["acc"][a][-1:]
+    m["timing"]["same_time"]["vit_acc"] = m["timing"]["same_time"]["vit_acc"][-1:]
+    assert _short("V2", m) == "inconclusive: undertrained"
 
 
 def test_v2_every_status(base):

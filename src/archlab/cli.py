@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "archlab.commands.cost",
     "archlab.commands.train",
     "archlab.commands.use",
+    "archlab.commands.lab",
 )
 
 

@@ -234,7 +234,7 @@ CLAIM = register_claim(
             p: {
                 "pool": IMAGE[p],
                 "max_shift": 1 if p == "tiny" else 2,
-                "eval_images": 64 if p == "tiny" else 2000,
+                "eval_images": {"tiny": 64, "quick": 500}.get(p, 2000),
             }
             for p in IMAGE
         },
