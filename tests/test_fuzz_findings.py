@@ -205,3 +205,63 @@ def _raise_other(**kw):
 
 def test_meta_device_is_left_alone():
     assert torch.empty(1).device.type == "cpu"  # count_params' device context did not leak
+
+
+@pytest.mark.parametrize(
+    "argv,flag",
+    [
+        (["--models-dir", ""], "--models-dir"),
+        (["--study", ""], "--study"),
+        ([""], "RUN_DIR"),
+        (["--train-seconds", "nan"], "--train-seconds"),
+        (["--train-seconds", "0"], "--train-seconds"),
+    ],
+)
+def test_lab_refuses_an_empty_path_and_a_bad_budget(argv, flag, capsys, tmp_path, monkeypatch):
+    """``archlab lab --models-dir ''`` wrote its example images into the current folder (an empty
+    path is ``.``); a NaN budget failed later, in the training thread, as a traceback."""
+    monkeypatch.chdir(tmp_path)
+    line = _err(capsys, "lab", *argv)
+    assert line.startswith("archlab lab: error: ") and flag in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("task", [None, 3, "x"])
+def test_a_run_config_with_a_bad_task_is_one_line(task, run, tmp_path, capsys):
+    """config.json with ``"task": null`` made ``predict`` raise KeyError('None')."""
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**cfg, "task": task}))
+    before = (copy / "config.json").read_bytes()
+    line = _err(capsys, "predict", str(copy), "to be")
+    assert line.startswith("archlab predict: error: ") and str(copy) in line, line
+    assert (copy / "config.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "field,value", [("checks", None), ("verdict", []), ("method", 3), ("seeds", None)]
+)
+def test_a_cache_entry_whose_fields_do_not_follow_from_its_metrics_is_recomputed(
+    field, value, tmp_path, capsys, caplog
+):
+    """A P3 cache entry with ``"checks": null`` passed the cache check and crashed the report
+    renderer (a jinja2 UndefinedError). Every field but the metrics and timings follows from the
+    claim and the options: one that does not is damage, recomputed with a notice."""
+    out = tmp_path / "study"
+    argv = ["study", "--only", "P3", "--offline", "--no-progress", "--threads", "1"]
+    argv += ["--out", str(out)]
+    capsys.readouterr()
+    assert main(argv) == 0
+    entry = next((out / "cache").glob("P3-*.json"))
+    good = entry.read_bytes()
+    results = json.loads((out / "results.json").read_text())
+    entry.write_text(json.dumps({**json.loads(good), field: value}))
+    with caplog.at_level("WARNING"):
+        assert main(argv) == 0
+    fresh = json.loads(entry.read_bytes())
+    assert fresh["timing"]["from_cache"] is False  # recomputed: the same entry, timing aside
+    assert {**fresh, "timing": None} == {**json.loads(good), "timing": None}
+    assert any("damaged" in r.message and field in r.message for r in caplog.records)
+    again = json.loads((out / "results.json").read_text())
+    assert again["claims"][0]["checks"] == results["claims"][0]["checks"]

@@ -117,6 +117,8 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
             raise ArchlabError(f"{p / 'config.json'} is corrupt: no {key!r} entry")
     if not isinstance(cfg["step"], int) or isinstance(cfg["step"], bool) or cfg["step"] < 0:
         raise ArchlabError(f"{p / 'config.json'} is corrupt: bad 'step' {cfg['step']!r}")
+    if not isinstance(cfg["task"], str):
+        raise ArchlabError(f"{p / 'config.json'} is corrupt: bad 'task' {cfg['task']!r}")
     return cfg
 
 

@@ -62,7 +62,8 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
 def _require(run: Run, task: str, what: str) -> None:
     if run.task != task:
         kinds = {"lm": "a language-model", "image": "an image"}
-        raise ArchlabError(f"{run.path} is {kinds[run.task]} run; {what} needs {kinds[task]} run")
+        kind = kinds.get(run.task, f"a {run.task!r}")  # "study": a model the study trained
+        raise ArchlabError(f"{run.path} is {kind} run; {what} needs {kinds[task]} run")
 
 
 # ---------------------------------------------------------------------------- evaluation
