@@ -240,7 +240,14 @@ def test_a_run_config_with_a_bad_task_is_one_line(task, run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "field,value", [("checks", None), ("verdict", []), ("method", 3), ("seeds", None)]
+    "field,value",
+    [
+        ("checks", None),
+        ("verdict", []),
+        ("method", 3),
+        ("seeds", None),
+        ("metrics.torch_tensors", None),  # P3's tables raised AttributeError on it
+    ],
 )
 def test_a_cache_entry_whose_fields_do_not_follow_from_its_metrics_is_recomputed(
     field, value, tmp_path, capsys, caplog
@@ -256,12 +263,34 @@ def test_a_cache_entry_whose_fields_do_not_follow_from_its_metrics_is_recomputed
     entry = next((out / "cache").glob("P3-*.json"))
     good = entry.read_bytes()
     results = json.loads((out / "results.json").read_text())
-    entry.write_text(json.dumps({**json.loads(good), field: value}))
+    doc = json.loads(good)
+    *parents, name = field.split(".")
+    parent = doc[parents[0]] if parents else doc
+    parent[name] = value
+    entry.write_text(json.dumps(doc))
     with caplog.at_level("WARNING"):
         assert main(argv) == 0
     fresh = json.loads(entry.read_bytes())
     assert fresh["timing"]["from_cache"] is False  # recomputed: the same entry, timing aside
-    assert {**fresh, "timing": None} == {**json.loads(good), "timing": None}
-    assert any("damaged" in r.message and field in r.message for r in caplog.records)
+    assert {**fresh, "timing": None, "digest": None} == {
+        **json.loads(good),
+        "timing": None,
+        "digest": None,
+    }
+    notices = [r.message for r in caplog.records if "damaged" in r.message]
+    assert notices and ("digest" in notices[0] or field in notices[0]), notices
     again = json.loads((out / "results.json").read_text())
     assert again["claims"][0]["checks"] == results["claims"][0]["checks"]
+
+
+def test_json_nested_too_deep_is_one_line(run, tmp_path, capsys):
+    """A config.json of 100,000 nested lists raised RecursionError inside json.load."""
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "config.json").write_text("[" * 100000 + "]" * 100000)
+    line = _err(capsys, "eval", str(copy))
+    assert "config.json is corrupt" in line and "nested too deep" in line, line
+    (copy / "tokenizer.json").write_text('{"a":' * 100000 + "1" + "}" * 100000)
+    shutil.copy(run / "config.json", copy / "config.json")
+    line = _err(capsys, "predict", str(copy), "to be")
+    assert "tokenizer" in line and "nested too deep" in line, line

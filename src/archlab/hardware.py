@@ -333,7 +333,7 @@ def capabilities(device: str | torch.device = "cpu") -> Capabilities:
         caps = dataclasses.replace(
             Capabilities.from_dict(json.loads(path.read_text(encoding="utf-8"))), source="cache"
         )
-    except (OSError, ValueError, TypeError, KeyError):  # absent or damaged: measure again
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):  # absent or damaged
         caps = _probe(dev)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

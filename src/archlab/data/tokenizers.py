@@ -429,6 +429,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         d = json.loads(raw)
     except (OSError, ValueError) as e:
         raise ArchlabError(f"cannot read tokenizer {path}: {e}") from None
+    except RecursionError:
+        raise ArchlabError(f"cannot read tokenizer {path}: JSON nested too deep") from None
     try:
         if d.get("kind") == "char":
             return CharTokenizer(d["chars"], bool(d["unk"]))

@@ -44,7 +44,7 @@ def committed_files(run_dir: Path) -> list[str]:
     """Files of a committed but not fully moved checkpoint in ``run_dir`` (usually none)."""
     try:
         names = json.loads((run_dir / TMP_DIR / COMMIT).read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return []  # no (complete) COMMIT: that checkpoint never happened
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         return []
@@ -70,6 +70,8 @@ def read_json(path: Path) -> Any:
         raise ArchlabError(f"{path} is a directory, not a file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArchlabError(f"{path} is corrupt ({e.__class__.__name__}: {e})") from None
+    except RecursionError:
+        raise ArchlabError(f"{path} is corrupt (JSON nested too deep)") from None
     except OSError as e:
         raise ArchlabError(f"cannot read {path}: {e.strerror or e}") from None
 
@@ -83,7 +85,7 @@ def is_run_dir(path: str | os.PathLike) -> bool:
         try:
             if json.loads(cfg.read_text(encoding="utf-8")).get("format") == RUN_FORMAT:
                 return True
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             continue
     return False
 

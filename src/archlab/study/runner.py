@@ -201,11 +201,16 @@ def _read_cache(path: Path, claim: Claim, key: str, opts: StudyOptions) -> dict 
     must be theirs, and the verdict, effect, checks, literature and method must have the shape
     the claim's rule gives the metrics (the text may differ: it follows the metrics' key order,
     which the file sorts). The report renders all of them, so one that does not
-    (``"checks": null``) means an edited or damaged file, recomputed rather than shown."""
+    (``"checks": null``) means an edited or damaged file, recomputed rather than shown. An entry
+    also carries the digest of its content, so an edit of a metric is damage too (entries
+    written before the digest are checked by their shape, and their tables built)."""
     try:
         entry = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(entry, dict) or not _ENTRY_KEYS <= set(entry):
             raise ValueError("not a study cache entry")
+        digest = entry.pop("digest", None)
+        if digest is not None and digest != _digest(entry):
+            raise ValueError("its content does not match its digest")
         if entry["id"] != claim.id or entry["key"] != key:
             raise ValueError("written for another claim or key")
         timing = entry["timing"]
@@ -221,6 +226,7 @@ def _read_cache(path: Path, claim: Claim, key: str, opts: StudyOptions) -> dict 
         wrong += [k for k, v in rule.items() if _shape(entry.get(k)) != _shape(v)]
         if wrong:
             raise ValueError(f"{', '.join(wrong)} do not follow from the claim and its metrics")
+        claim.tables(metrics)  # what the report renders from the metrics must build
         return entry
     except Exception as e:  # noqa: BLE001  (any damage means: recompute, never trust it)
         log.warning("study: cache file %s is damaged (%s); recomputing %s", path, e, claim.id)
@@ -258,6 +264,11 @@ def _run_claim(claim: Claim, opts: StudyOptions, deps: dict[str, Mapping[str, An
 
 def _json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)
+
+
+def _digest(entry: Mapping[str, Any]) -> str:
+    """sha256 of a cache entry's content as written (``from_cache`` false, no digest)."""
+    return hashlib.sha256(_json(entry).encode()).hexdigest()[:16]
 
 
 def _shape(obj: Any) -> Any:
@@ -352,7 +363,8 @@ def _run_study(opts: StudyOptions, threads: int, thread_probe: dict) -> dict[str
         log.info("study: running %s (%s, profile %s)", claim.id, claim.title, opts.profile)
         entry = _run_claim(claim, opts, {r: entries[r]["metrics"] for r in claim.requires})
         entry["key"] = keys[claim.id]
-        write_atomic(path, json.dumps(entry, indent=1, sort_keys=True))
+        text = json.dumps({**entry, "digest": _digest(entry)}, indent=1, sort_keys=True)
+        write_atomic(path, text)
         entries[claim.id] = entry
         log.info(
             "study: %s -> %s (%.1f s)",
