@@ -198,7 +198,7 @@ PATHS: dict[str, tuple[list[str], list[str]]] = {
         _alts("@STUDY|@USER|@FILE|@MISSING|@EMPTY|@STARTED||/"),
     ),
     "study": (_alts("@STUDY|@NEW|@EMPTY"), _alts("@USER|@FILE|@MISSING||/proc/x|/dev/null")),
-    "models_dir": (_alts("@NEW|@EMPTY"), _alts("@USER|@FILE||/proc/x|/dev/null")),
+    "models_dir": (_alts("@LABDIR|@LABDIR|@NEW|@EMPTY"), _alts("@USER|@FILE||/proc/x|/dev/null")),
     "image": (
         _alts("@PNG|@RGBPNG|@JPEG|@GIF"),
         _alts("@CORPUS|@BINFILE|@EMPTYFILE|@MISSING|@EMPTY||/dev/null"),
@@ -585,6 +585,7 @@ class World:
             "@CNN": lambda: str(self.runs / "cnn"),
             "@STARTED": lambda: self._copy("started"),  # --resume may (re)start it
             "@STUDY": lambda: str(r / "study"),
+            "@LABDIR": lambda: str(r / "home" / ".cache" / "archlab" / "lab"),  # examples there
             "@USER": lambda: str(r / "user"),
             "@FILE": lambda: str(r / "afile"),
             "@MISSING": lambda: str(r / "missing" / "nothing"),
