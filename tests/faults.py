@@ -453,6 +453,7 @@ class StudyCampaign:
     log: Path
     kills: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    broken: int = 0  # files damaged by damage_and_rerun
 
     def attempt(self, seconds: float | None) -> int:
         """One run of the study (killed after ``seconds``); checks that the entries and trained
@@ -508,6 +509,7 @@ class StudyCampaign:
         if broken is not None:
             weights = self.out / "cache" / "runs" / broken / "model.safetensors"
             weights.write_bytes(weights.read_bytes()[:100])
+        self.broken = len(entries) + (broken is not None)
         start = self.log.stat().st_size if self.log.exists() else 0
         code = wait(fork(study(self.out, self.only), self.log))
         text = self.log.read_text(errors="replace")[start:]
