@@ -422,3 +422,26 @@ def test_compile_wraps_ddp_not_the_reverse(streams):
         assert outer._orig_mod.module is m and tr._ddp is outer._orig_mod
     finally:
         dist.destroy_process_group()
+
+
+def test_evaluation_runs_in_fp32_whatever_the_training_precision(streams):
+    """Issue 14: evaluation ran under the training's bf16 autocast, so the reported val loss
+    depended on the precision a run trained in. Every evaluation sees autocast off and fp32
+    matmuls; the val loss equals an fp32 evaluation of the same weights exactly."""
+    m, t, _ = _model_task("gpt", streams, dropout=0.0)
+    seen = []
+    real = t.evaluate
+
+    def spy(model, split):
+        seen.append((torch.is_autocast_enabled("cpu"), (torch.ones(2, 2) @ torch.ones(2, 2)).dtype))
+        return real(model, split)
+
+    t.evaluate = spy
+    cfg = TrainConfig(
+        max_steps=4, precision="bf16", log_interval=2, eval_interval=2, progress=False
+    )
+    tr = Trainer(m, t, cfg)
+    res = tr.fit()
+    assert seen and all(s == (False, torch.float32) for s in seen), seen
+    with torch.no_grad():
+        assert real(m.eval(), "val")["loss"] == res.eval["loss"]

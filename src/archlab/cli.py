@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -62,11 +63,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = " ".join(str(e).split())
         print(f"archlab {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path the user named cannot be used (too long, a device, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"archlab {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        # The sizes asked for (batch, context, model) need more memory than there is: one line.
+        size = re.search(r"allocate (\d+) bytes", str(e))
+        what = f" (an allocation of {int(size.group(1)) / 2**30:,.1f} GiB failed)" if size else ""
+        print(
+            f"archlab {args.command}: error: out of memory{what}; use smaller sizes "
+            "(--batch-size, --block-size, the model's) or free memory",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("archlab: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    if isinstance(e, MemoryError):
+        return True
+    return re.search(r"can't allocate memory|not enough memory|out of memory", str(e)) is not None
 
 
 if __name__ == "__main__":

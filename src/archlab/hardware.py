@@ -41,6 +41,7 @@ __all__ = [
     "BF16_MIN_SPEEDUP",
     "Capabilities",
     "attention_path",
+    "available_memory",
     "bf16_rnn_ok",
     "cache_path",
     "capabilities",
@@ -125,6 +126,35 @@ def _cpu_name() -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def available_memory() -> int:
+    """Bytes this process can still allocate: the kernel's ``MemAvailable`` (free memory plus
+    what it can reclaim), lowered to what an address-space limit (``ulimit -v``) leaves."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError):
+            avail = 1 << 62  # unknown: do not refuse
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/status") as f:
+                size = next(int(x.split()[1]) * 1024 for x in f if x.startswith("VmSize:"))
+            avail = min(avail, max(0, soft - size))
+    except (ImportError, OSError, StopIteration, ValueError):
+        pass
+    return avail
 
 
 def physical_cores() -> int:
@@ -303,7 +333,7 @@ def capabilities(device: str | torch.device = "cpu") -> Capabilities:
         caps = dataclasses.replace(
             Capabilities.from_dict(json.loads(path.read_text(encoding="utf-8"))), source="cache"
         )
-    except (OSError, ValueError, TypeError, KeyError):  # absent or damaged: measure again
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):  # absent or damaged
         caps = _probe(dev)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
+
+from archlab.errors import ArchlabError
 
 log = logging.getLogger("archlab.lab")
 
@@ -29,13 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--study",
-        type=Path,
-        default=Path("archlab-study"),
+        default="archlab-study",
         help="study folder to show (default: ./archlab-study)",
     )
     p.add_argument(
         "--models-dir",
-        type=Path,
         help="where the default models live (default: ~/.cache/archlab/lab)",
     )
     p.add_argument(
@@ -53,13 +54,20 @@ def _lab(args: argparse.Namespace) -> int:
     from archlab.lab.server import build_app, check_port, serve
     from archlab.lab.state import Lab
 
+    paths = [("--study", args.study), ("--models-dir", args.models_dir)]
+    for flag, value in [*paths, *(("RUN_DIR", d) for d in args.run_dirs)]:
+        if value == "":  # Path("") is the current folder: never read or written as one
+            raise ArchlabError(f"{flag} is empty; give a folder")
+    if not (math.isfinite(args.train_seconds) and args.train_seconds > 0):
+        raise ArchlabError(f"--train-seconds must be a positive number, got {args.train_seconds}")
+    study = Path(args.study)
     check_port(args.host, args.port)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("binding to %s: anyone who can reach this machine can use the lab", args.host)
-    root = args.models_dir or default_models_dir()
+    root = Path(args.models_dir) if args.models_dir is not None else default_models_dir()
     if args.run_dirs:
-        lab = Lab.from_run_dirs([Path(d) for d in args.run_dirs], args.study)
+        lab = Lab.from_run_dirs([Path(d) for d in args.run_dirs], study)
     else:
-        lab, _ = Lab.with_defaults(root, args.study, args.train_seconds)
+        lab, _ = Lab.with_defaults(root, study, args.train_seconds)
     serve(build_app(lab, example_images(root)), args.host, args.port)
     return 0

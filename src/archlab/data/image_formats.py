@@ -39,6 +39,7 @@ __all__ = [
 IDX_IMAGES_MAGIC = 2051  # 0x00000803
 IDX_LABELS_MAGIC = 2049  # 0x00000801
 CIFAR_RECORD_BYTES = 1 + 3 * 32 * 32  # label byte + 3 planes of 32×32 bytes
+MAX_IMAGE_PIXELS = 1 << 26  # an image to classify (Pillow's own bomb limit is ~179M pixels)
 
 
 def read_compressed(path: Path) -> bytes:
@@ -128,6 +129,10 @@ def load_image_file(path: Path, channels: int, image_size: int) -> np.ndarray:
     resized (bicubic) to a square of ``image_size`` pixels. No inversion or centering is done: the
     training sets have light objects on black (MNIST) or dark backgrounds (Fashion-MNIST), so a
     photo of dark ink on white paper must be inverted by the caller if wanted.
+
+    Memory is bounded by :data:`MAX_IMAGE_PIXELS` (64 Mi pixels, a 48-megapixel photo fits):
+    the size in a file's header is checked before any pixel is decoded, so a small file that
+    claims 30,000 x 30,000 pixels is one line, not gigabytes.
     """
     from PIL import Image, UnidentifiedImageError  # optional heavy import
 
@@ -135,11 +140,18 @@ def load_image_file(path: Path, channels: int, image_size: int) -> np.ndarray:
         raise ValueError(f"channels: must be 1 or 3, got {channels}")
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise ArchlabError(
+                    f"image {path} is {im.width}x{im.height} pixels, more than "
+                    f"{MAX_IMAGE_PIXELS:,}; resize it first"
+                )
             im = im.convert("L" if channels == 1 else "RGB")
             im = im.resize((image_size, image_size), Image.Resampling.BICUBIC)
             a = np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
         raise ArchlabError(f"no image file {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except Image.DecompressionBombError as e:
+        raise ArchlabError(f"image {path} is too large: {e}".split("\n")[0]) from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise ArchlabError(f"cannot read image {path}: {e}".split("\n")[0]) from None
     return a[None] if channels == 1 else a.transpose(2, 0, 1).copy()  # (C, H, W)

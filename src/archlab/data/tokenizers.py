@@ -31,7 +31,7 @@ Bounds (what grows with the user's text; checked by tests/test_data_text.py unde
   words — more is an :class:`ArchlabError` asking for a cap — because the model's embedding and
   output layer grow with it (a 20 MB file of distinct words would give a 1.5M-word vocabulary and
   a model of several GB). WikiText-2's 33,278 fit.
-* ``bpe``: the text reaches the HF library in chunks of ~``BPETokenizer.chunk_chars`` (64 Ki)
+* ``bpe``: ``vocab_size`` is at most ``BPE_MAX_VOCAB`` (1 Mi). The text reaches the HF library in chunks of ~``BPETokenizer.chunk_chars`` (64 Ki)
   characters, cut only where the pre-tokenizer itself splits (see :func:`_bpe_chunks`), so the
   library's per-character working memory (~250 bytes per character) is bounded by a few chunks,
   not the file. Fitting learns the merges from at most ``BPE_FIT_CHARS`` (8 Mi) characters (every
@@ -71,6 +71,9 @@ UNK, EOS = "<unk>", "<eos>"
 WORD_VOCAB_LIMIT = 50_000
 BPE_PIECE = 64
 BPE_FIT_CHARS = 1 << 23  # BPE merges are learned from at most this many characters (8 Mi)
+# The trainer sizes its tables by vocab_size up front (a 10^12 request aborts the process inside
+# the Rust library, past any Python handler); GPT-4's vocabulary is ~100k.
+BPE_MAX_VOCAB = 1 << 20
 # Whitespace as the HF library's regex engine (Oniguruma, Unicode White_Space) sees it, written
 # out so Python and Oniguruma agree exactly (Python's \s also counts U+001C..U+001F).
 _WS = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -124,7 +127,8 @@ class CharTokenizer(Tokenizer):
     kind = "char"
 
     def __init__(self, chars: Sequence[str], unk: bool = True) -> None:
-        if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
+        single = all(isinstance(c, str) and len(c) == 1 for c in chars)
+        if not single or len(set(chars)) != len(chars):
             raise ValueError("chars: must be distinct single characters")
         self.chars = list(chars)
         self.unk = unk
@@ -164,6 +168,8 @@ class WordTokenizer(Tokenizer):
     kind = "word"
 
     def __init__(self, itos: Sequence[str]) -> None:
+        if not isinstance(itos, (list, tuple)) or not all(isinstance(w, str) and w for w in itos):
+            raise ValueError("itos: must be a list of words (non-empty strings)")
         if UNK not in itos or EOS not in itos:
             raise ValueError(f"itos: must contain {UNK} and {EOS}")
         if len(set(itos)) != len(itos):
@@ -261,8 +267,11 @@ class BPETokenizer(Tokenizer):
         from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
         from tokenizers import Tokenizer as HFTokenizer
 
-        if vocab_size < 257:
-            raise ValueError(f"vocab_size: must be >= 257 (256 bytes + merges), got {vocab_size}")
+        if not 257 <= vocab_size <= BPE_MAX_VOCAB:
+            raise ValueError(
+                f"vocab_size: must be in 257..{BPE_MAX_VOCAB:,} (256 bytes + merges), got "
+                f"{vocab_size}"
+            )
         if not any(t for t in texts):
             raise ArchlabError("cannot fit a BPE tokenizer on empty text")
         hf = HFTokenizer(models.BPE())
@@ -420,6 +429,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         d = json.loads(raw)
     except (OSError, ValueError) as e:
         raise ArchlabError(f"cannot read tokenizer {path}: {e}") from None
+    except RecursionError:
+        raise ArchlabError(f"cannot read tokenizer {path}: JSON nested too deep") from None
     try:
         if d.get("kind") == "char":
             return CharTokenizer(d["chars"], bool(d["unk"]))

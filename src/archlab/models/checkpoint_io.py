@@ -14,6 +14,7 @@ finishes the moves (when training resumes); before ``COMMIT`` the temp dir is ig
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def committed_files(run_dir: Path) -> list[str]:
     """Files of a committed but not fully moved checkpoint in ``run_dir`` (usually none)."""
     try:
         names = json.loads((run_dir / TMP_DIR / COMMIT).read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return []  # no (complete) COMMIT: that checkpoint never happened
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         return []
@@ -69,6 +70,8 @@ def read_json(path: Path) -> Any:
         raise ArchlabError(f"{path} is a directory, not a file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArchlabError(f"{path} is corrupt ({e.__class__.__name__}: {e})") from None
+    except RecursionError:
+        raise ArchlabError(f"{path} is corrupt (JSON nested too deep)") from None
     except OSError as e:
         raise ArchlabError(f"cannot read {path}: {e.strerror or e}") from None
 
@@ -82,7 +85,7 @@ def is_run_dir(path: str | os.PathLike) -> bool:
         try:
             if json.loads(cfg.read_text(encoding="utf-8")).get("format") == RUN_FORMAT:
                 return True
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             continue
     return False
 
@@ -116,6 +119,8 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
             raise ArchlabError(f"{p / 'config.json'} is corrupt: no {key!r} entry")
     if not isinstance(cfg["step"], int) or isinstance(cfg["step"], bool) or cfg["step"] < 0:
         raise ArchlabError(f"{p / 'config.json'} is corrupt: bad 'step' {cfg['step']!r}")
+    if not isinstance(cfg["task"], str):
+        raise ArchlabError(f"{p / 'config.json'} is corrupt: bad 'task' {cfg['task']!r}")
     return cfg
 
 
@@ -160,6 +165,31 @@ def tied_groups(model: nn.Module) -> list[list[str]]:
     return [g for g in groups.values() if len(g) > 1]
 
 
+def check_shapes(shell: nn.Module, path: Path, step: int) -> None:
+    """The model described by config.json (``shell``, on the meta device) against the tensor
+    shapes in the header of ``path``, before the model is allocated: a config.json that grew the
+    model (``d_model`` 10^9, 1,000 layers) is refused at the size of the file, not of the config.
+    """
+    check_step(path, step)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ArchlabError(f"{path} is corrupt ({' '.join(str(e).split())})") from None
+    want = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+    other = sorted(k for k in want if k in shapes and shapes[k] != want[k])
+    dups = {name for group in tied_groups(shell) for name in group[1:]}
+    need = sum(math.prod(v) for k, v in want.items() if k not in dups)
+    have = sum(math.prod(v) for v in shapes.values())
+    if other or need > have:
+        k = other[0] if other else None
+        detail = f"{k} is {shapes[k]} in the file, {want[k]} by config.json" if k else "too few"
+        raise ArchlabError(
+            f"{path} does not match the model in config.json ({need:,} values needed, the "
+            f"file has {have:,}; {detail})"
+        )
+
+
 def load_weights(model: nn.Module, run_dir: Path, step: int) -> None:
     """model.safetensors of ``run_dir`` (checked to be from ``step``) into ``model``."""
     path = run_file(run_dir, "model.safetensors")
@@ -196,10 +226,13 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -
     if not isinstance(m, dict) or "name" not in m or not isinstance(m.get("config"), dict):
         raise ArchlabError(f"{p / 'config.json'} is corrupt: bad 'model' entry")
     try:
-        model = create_model(m["name"], **m["config"])
+        with torch.device("meta"):  # shapes first: a damaged config never allocates
+            shell = create_model(m["name"], **m["config"])
     except (TypeError, ValueError) as e:
         raise ArchlabError(
             f"{p / 'config.json'}: cannot rebuild model {m['name']!r} ({e})"
         ) from None
+    check_shapes(shell, run_file(p, "model.safetensors"), int(cfg["step"]))
+    model = create_model(m["name"], **m["config"])
     load_weights(model, p, int(cfg["step"]))
     return model.to(device).eval()

@@ -9,6 +9,11 @@ Each architecture file registers a builder under a name together with its config
 raises ``ValueError`` naming a bad field) and the model. Presets are named overrides of a registered
 architecture (``register_preset("gpt-nano", "gpt", layers=4, heads=4, d_model=128)``).
 
+Every config also meets two bounds (:data:`MAX_DEPTH`, :data:`MAX_WIDTH`) that no sensible model
+comes near: they keep a typo such as ``--layers 1000000000000`` from building modules for hours or
+a size from overflowing int64 shapes. Memory is then a question of parameters, counted exactly on
+the meta device before anything is allocated (:func:`count_params`).
+
 Reload-safe: a name registered again by the module that registered it (``importlib.reload`` of an
 architecture file, e.g. in a notebook) replaces its entry; the same name from a different module
 is a clash and an error.
@@ -22,9 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from archlab.errors import ArchlabError
+
+MAX_DEPTH = 1024  # repeats of a module (layers, blocks per stage, convs per stage); GPT-3 has 96
+MAX_WIDTH = 1 << 24  # any other integer size (widths, vocabulary, context, image side): 16 Mi
+_DEPTH_FIELDS = ("layers", "blocks", "convs_per_stage")
 
 
 @dataclass(frozen=True)
@@ -99,7 +109,30 @@ def make_config(name: str, **overrides: Any) -> Any:
             f"{name}: unknown config field(s) {', '.join(unknown)}; "
             f"valid: {', '.join(sorted(valid))}"
         )
-    return spec.config_cls(**kwargs)
+    cfg = spec.config_cls(**kwargs)
+    _check_bounds(cfg)
+    return cfg
+
+
+def _check_bounds(cfg: Any) -> None:
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        values = v if isinstance(v, tuple) else (v,)
+        for x in values:
+            if not isinstance(x, int) or isinstance(x, bool):
+                continue
+            hi = MAX_DEPTH if f.name in _DEPTH_FIELDS else MAX_WIDTH
+            if x > hi:
+                what = "a module repeated" if hi == MAX_DEPTH else "a size"
+                raise ArchlabError(f"{f.name} must be <= {hi:,} ({what}), got {v}")
+
+
+def count_params(name: str, cfg: Any) -> int:
+    """Parameters of ``name`` built from ``cfg``, counted on the meta device: nothing is
+    allocated, so the memory a model needs is known before it is built (tied tensors once)."""
+    with torch.device("meta"):
+        model = get_spec(name).build(cfg)
+    return sum(p.numel() for p in model.parameters())
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
@@ -109,7 +142,10 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
 
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_WIDTH",
     "ModelSpec",
+    "count_params",
     "create_model",
     "get_spec",
     "list_models",

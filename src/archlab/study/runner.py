@@ -210,15 +210,41 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 _ENTRY_KEYS = {"id", "metrics", "verdict", "effect", "checks", "literature", "timing", "key"}
 
 
-def _read_cache(path: Path, claim: Claim, key: str, quiet: bool = False) -> dict | None:
-    """The cached entry, or None (with a notice) when the file is damaged or not ours."""
+def _read_cache(
+    path: Path, claim: Claim, key: str, opts: StudyOptions, quiet: bool = False
+) -> dict | None:
+    """The cached entry, or None (with a notice) when the file is damaged or not ours.
+
+    Only the metrics and timings are data: the fields that follow from the claim and the options
+    must be theirs, and the verdict, effect, checks, literature and method must have the shape
+    the claim's rule gives the metrics (the text may differ: it follows the metrics' key order,
+    which the file sorts). The report renders all of them, so one that does not
+    (``"checks": null``) means an edited or damaged file, recomputed rather than shown. An entry
+    also carries the digest of its content, so an edit of a metric is damage too (entries
+    written before the digest are checked by their shape, and their tables built)."""
     try:
         entry = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(entry, dict) or not _ENTRY_KEYS <= set(entry):
             raise ValueError("not a study cache entry")
-        if entry["id"] != claim.id or entry["key"] != key or not isinstance(entry["timing"], dict):
+        digest = entry.pop("digest", None)
+        if digest is not None and digest != _digest(entry):
+            raise ValueError("its content does not match its digest")
+        if entry["id"] != claim.id or entry["key"] != key:
             raise ValueError("written for another claim or key")
-        claim.verdict(entry["metrics"])  # the metrics must still be readable by the rule
+        timing = entry["timing"]
+        if not isinstance(timing, dict) or not all(
+            isinstance(timing.get(k), (int, float)) for k in ("elapsed_s", "cpu_s")
+        ):
+            raise ValueError("its timing is not a pair of numbers")
+        static = json.loads(json.dumps(_static(claim, opts)))  # as the file holds it
+        metrics = entry["metrics"]
+        rule = {"method": claim.method(metrics), **_verdict_json(claim.verdict(metrics))}
+        rule = json.loads(json.dumps(rule))
+        wrong = [k for k, v in static.items() if _json(entry.get(k)) != _json(v)]
+        wrong += [k for k, v in rule.items() if _shape(entry.get(k)) != _shape(v)]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} do not follow from the claim and its metrics")
+        claim.tables(metrics)  # what the report renders from the metrics must build
         return entry
     except Exception as e:  # noqa: BLE001  (any damage means: recompute, never trust it)
         if quiet:
@@ -248,21 +274,46 @@ def _run_claim(claim: Claim, opts: StudyOptions, deps: dict[str, Mapping[str, An
         raise RuntimeError(f"claim {claim.id} trains but its verdict has no effect or literature")
     return {
         "id": claim.id,
+        **_static(claim, opts),
+        "method": claim.method(metrics),
+        "metrics": metrics,
+        **_verdict_json(verdict),
+        "timing": {"elapsed_s": round(elapsed, 3), "cpu_s": round(cpu, 3), "from_cache": False},
+    }
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+def _digest(entry: Mapping[str, Any]) -> str:
+    """sha256 of a cache entry's content as written (``from_cache`` false, no digest)."""
+    return hashlib.sha256(_json(entry).encode()).hexdigest()[:16]
+
+
+def _shape(obj: Any) -> Any:
+    """A JSON value's shape: dicts by their keys (recursively), everything else by its kind."""
+    if isinstance(obj, dict):
+        return {k: _shape(v) for k, v in obj.items()}
+    if isinstance(obj, bool) or obj is None:
+        return repr(type(obj))
+    return "number" if isinstance(obj, (int, float)) else type(obj).__name__
+
+
+def _static(claim: Claim, opts: StudyOptions) -> dict[str, Any]:
+    """An entry's fields that follow from the claim and the options alone."""
+    return {
         "part": claim.part,
         "title": claim.title,
         "subject": claim.subject,
         "seed_quote": claim.seed_quote,
-        "method": claim.method(metrics),
         "profile": opts.profile,
-        "seeds": ctx.seeds,
-        "sizes": ctx.sizes,
+        "seeds": list(range(opts.seeds)),
+        "sizes": dict(claim.sizes[opts.profile]),
         "trains": claim.trains,
         "uses": list(claim.uses),
         "spread": claim.spread,
-        "metrics": metrics,
-        **_verdict_json(verdict),
         "timing_verdict": claim.timing_verdict,
-        "timing": {"elapsed_s": round(elapsed, 3), "cpu_s": round(cpu, 3), "from_cache": False},
     }
 
 
@@ -310,7 +361,7 @@ def _to_compute(opts: StudyOptions, claims: list[Claim], needed: set[str]) -> li
         if (
             opts.use_cache
             and path.exists()
-            and _read_cache(path, claim, keys[claim.id], quiet=True)
+            and _read_cache(path, claim, keys[claim.id], opts, quiet=True)
         ):
             continue
         out.append(claim)
@@ -404,7 +455,7 @@ def _run_study(
         path = cache_dir / f"{claim.id}-{keys[claim.id]}.json"
         force = claim.id in selected and not opts.use_cache and claim.id not in by_workers
         if path.exists() and not force:
-            entry = _read_cache(path, claim, keys[claim.id])
+            entry = _read_cache(path, claim, keys[claim.id], opts)
             if entry is not None:
                 entry["timing"]["from_cache"] = claim.id not in by_workers  # else: this run's
                 entries[claim.id] = entry
@@ -418,7 +469,8 @@ def _run_study(
         log.info("study: running %s (%s, profile %s)", claim.id, claim.title, opts.profile)
         entry = _run_claim(claim, opts, {r: entries[r]["metrics"] for r in claim.requires})
         entry["key"] = keys[claim.id]
-        write_atomic(path, json.dumps(entry, indent=1, sort_keys=True))
+        text = json.dumps({**entry, "digest": _digest(entry)}, indent=1, sort_keys=True)
+        write_atomic(path, text)
         entries[claim.id] = entry
         log.info(
             "study: %s -> %s (%.1f s)",

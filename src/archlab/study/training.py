@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from archlab.errors import ArchlabError
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +157,7 @@ def fit(
     share a run directory. The initial weights are a function of ``seed`` alone (as
     ``archlab train``), the data order of (seed, step).
     """
-    from archlab.models import create_model, load
-    from archlab.train.checkpoint import has_checkpoint, read_run_config
+    from archlab.models import create_model
     from archlab.train.config import TrainConfig
     from archlab.train.distributed import DistInfo
     from archlab.train.trainer import Trainer
@@ -182,29 +184,22 @@ def fit(
         return _MEMO[key]
     run_dir = ctx.runs_dir / f"{name}-{key}" if ctx.runs_dir is not None else None
     steps = int(cfg.max_steps)
-    if run_dir is not None and has_checkpoint(run_dir):
-        saved = read_run_config(run_dir)
-        if int(saved.get("step", -1)) == steps:  # finished before: load, do not retrain
-            history = _history(run_dir)
-            evals = [h for h in history if h.get("kind") == "eval"]
-            trained = load(run_dir, device=ctx.device).eval()
-            out = Fitted(
-                trained,
-                name,
-                _params(trained),
-                steps,
-                float(saved["elapsed_s"]),
-                _final(evals),
-                history,
-                run_dir,
-                True,
-            )
-            _MEMO[key] = out
-            return out
     dist = DistInfo(device=str(ctx.device))
     trainer = Trainer(model, task, cfg, run_dir=run_dir, run_meta=meta, dist=dist)
     if run_dir is not None:
-        trainer.restore()  # a run killed half-way continues from its last checkpoint
+        try:
+            done = _finished(run_dir, steps, ctx.device, name)
+            if done is not None:  # finished before: load, do not retrain
+                _MEMO[key] = done
+                return done
+            if not trainer.restore():  # a run killed half-way continues from its checkpoint
+                (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # lines of a killed start
+        except ArchlabError as e:  # the study's own cache: a damaged model is trained again
+            log.warning("study: trained model %s is damaged (%s); training it again", run_dir, e)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            torch.manual_seed(seed)
+            model = create_model(model_name, **model_cfg)
+            trainer = Trainer(model, task, cfg, run_dir=run_dir, run_meta=meta, dist=dist)
     result = trainer.fit()
     model.eval()
     train_s = result.elapsed_s
@@ -221,6 +216,28 @@ def fit(
     )
     _MEMO[key] = out
     return out
+
+
+def _finished(run_dir: Path, steps: int, device: torch.device, name: str) -> Fitted | None:
+    """The run in ``run_dir`` if it trained all ``steps`` (None if it did not, or is not there);
+    ArchlabError if it is damaged (unreadable files, no evaluation logged at its last step)."""
+    from archlab.models import load
+    from archlab.train.checkpoint import has_checkpoint, read_run_config
+
+    if not has_checkpoint(run_dir):
+        return None
+    saved = read_run_config(run_dir)
+    if saved["step"] != steps:
+        return None
+    history = _history(run_dir)
+    evals = [h for h in history if h.get("kind") == "eval"]
+    if not evals or evals[-1].get("step") != steps:
+        raise ArchlabError(f"{run_dir / 'metrics.jsonl'} has no evaluation at step {steps}")
+    trained = load(run_dir, device=device).eval()
+    elapsed = float(saved.get("elapsed_s", 0.0))
+    return Fitted(
+        trained, name, _params(trained), steps, elapsed, _final(evals), history, run_dir, True
+    )
 
 
 def _params(model: nn.Module) -> int:
@@ -240,6 +257,6 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 out.append(json.loads(line))
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
     return out

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import nn
 
@@ -234,12 +235,35 @@ def save_checkpoint(
     task_state: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write a complete checkpoint atomically and durably (see module docstring).
-    ``config['step']`` is required."""
+    ``config['step']`` is required. If the disk fills (or any write fails) before the commit,
+    the partial temp dir is removed and an ArchlabError says so: the previous checkpoint is
+    untouched."""
     run_dir = Path(run_dir)
     step = int(config["step"])
     meta = {"archlab_step": str(step)}
     recover_run_dir(run_dir)  # a committed checkpoint still in the temp dir lands first
     tmp = run_dir / TMP_DIR
+    try:
+        _write_uncommitted(tmp, model, optimizer, config, task_state, meta)
+    except (OSError, SafetensorError) as e:  # a full disk, a quota: nothing was committed
+        shutil.rmtree(tmp, ignore_errors=True)  # free the space it took
+        why = getattr(e, "strerror", None) or " ".join(str(e).split())
+        raise ArchlabError(
+            f"cannot write the checkpoint of step {step} in {run_dir} ({why}); the previous "
+            "checkpoint is intact"
+        ) from None
+    recover_run_dir(run_dir)  # the moves, a run-dir fsync, then the temp dir goes
+
+
+def _write_uncommitted(
+    tmp: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    config: dict[str, Any],
+    task_state: dict[str, torch.Tensor] | None,
+    meta: dict[str, str],
+) -> None:
+    """Every file of a checkpoint into ``tmp``, fsynced, then COMMIT (see the module doc)."""
     tmp.mkdir(parents=True)
     files = ["model.safetensors"]
     save_file(_model_tensors(model), str(tmp / "model.safetensors"), metadata=meta)
@@ -258,7 +282,6 @@ def save_checkpoint(
         _fsync_file(tmp / name)
     _fsync_dir(tmp)  # every file is on disk before COMMIT says so
     write_json_atomic(tmp / COMMIT, {"files": files})  # fsyncs COMMIT and the temp dir
-    recover_run_dir(run_dir)  # the moves, a run-dir fsync, then the temp dir goes
 
 
 def load_training_state(

@@ -91,6 +91,10 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 1 or None, got {v!r}")
+        if not isinstance(self.seed, int) or not -(2**63) <= self.seed < 2**64:
+            raise ValueError(
+                f"TrainConfig.seed must be an integer in [-2**63, 2**64), got {self.seed}"
+            )
         if self.max_time is not None and not (self.max_time > 0 and math.isfinite(self.max_time)):
             raise ValueError(f"TrainConfig.max_time must be > 0 seconds, got {self.max_time}")
         if self.max_steps is None and self.max_time is None:

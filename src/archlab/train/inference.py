@@ -62,7 +62,8 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
 def _require(run: Run, task: str, what: str) -> None:
     if run.task != task:
         kinds = {"lm": "a language-model", "image": "an image"}
-        raise ArchlabError(f"{run.path} is {kinds[run.task]} run; {what} needs {kinds[task]} run")
+        kind = kinds.get(run.task, f"a {run.task!r}")  # "study": a model the study trained
+        raise ArchlabError(f"{run.path} is {kind} run; {what} needs {kinds[task]} run")
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -196,6 +197,8 @@ def generate_text(
     if max_new_tokens < 0:
         raise ArchlabError(f"max-new-tokens must be >= 0, got {max_new_tokens}")
     check_sampling(temperature, top_k)  # before the first token, not inside the model's loop
+    if seed is not None and not -(2**63) <= seed < 2**64:  # what torch.Generator takes
+        raise ArchlabError(f"seed must be in [-2**63, 2**64), got {seed}")
     idx = _encode_prompt(run, prompt or "\n")
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     out = run.model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=g)

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,16 +230,56 @@ def _resolve_resume(
 
 
 def _start(out: str | os.PathLike, resume: bool, dist: DistInfo) -> tuple[Path, bool]:
-    """Check ``out`` on every rank (nothing written yet), then let rank 0 create it."""
-    from archlab.train.checkpoint import check_run_dir, has_checkpoint
+    """Check ``out`` on every rank (nothing written yet), then let rank 0 create it.
+
+    A new run directory is marked as ours at once (a stub resolved_config.json, rewritten in
+    full before training): killed before its first checkpoint, it is a run that ``--resume``
+    starts afresh, not a foreign folder holding a tokenizer.json."""
+    from archlab.train.checkpoint import check_run_dir, has_checkpoint, is_run_dir
 
     check_run_dir(out, resume)  # raises the right one-line error on every rank
     p = Path(out)
     dist.barrier()
     if dist.is_main:
         prepare_run_dir(p, resume)
+        if not is_run_dir(p):
+            write_json_atomic(p / "resolved_config.json", {"format": RUN_FORMAT, "started": True})
     dist.barrier()
     return p, resume and has_checkpoint(p)
+
+
+class _NewRun(Callback):
+    """A new run that fails before its first checkpoint (a model config the data contradicts, a
+    batch that does not fit in memory) leaves ``--out`` as it found it, absent or empty, so the
+    corrected command can use it: nothing of value was made, and a tokenizer.json left behind
+    would make the directory a foreign one. From the first checkpoint on a failure keeps the run
+    (it is resumable). A Trainer callback, so the first checkpoint disarms it."""
+
+    def __init__(self, out: str | os.PathLike, dist: DistInfo) -> None:
+        self.path = Path(out)
+        try:  # before the run directory is made: was it new or empty?
+            self.existed = self.path.exists()
+            fresh = not self.existed or (self.path.is_dir() and not any(self.path.iterdir()))
+        except (OSError, ValueError):
+            fresh = False  # check_run_dir reports it
+        self.armed = fresh and dist.is_main
+
+    def on_checkpoint(self, trainer: Trainer) -> None:
+        self.armed = False
+
+    def __enter__(self) -> _NewRun:
+        return self
+
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        if kind is None or not self.armed or not self.path.is_dir():
+            return
+        for child in self.path.iterdir():  # all ours: the directory was new or empty
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        if not self.existed:
+            self.path.rmdir()
 
 
 class _Threads:
@@ -252,6 +293,24 @@ class _Threads:
 
     def __exit__(self, *exc: Any) -> None:
         torch.set_num_threads(self.prev)
+
+
+def _check_fits(arch: str, mcfg: Any, config: TrainConfig) -> None:
+    """Refuse, before anything is allocated, a model whose training state cannot fit in memory:
+    fp32 weights and gradients (8 bytes a parameter) plus the optimizer's state (AdamW: two
+    moments, 8 more; SGD with momentum: 4), parameters counted on the meta device."""
+    from archlab.hardware import available_memory
+    from archlab.models.registry import count_params
+
+    params = count_params(arch, mcfg)
+    state = 8 if config.optimizer == "adamw" else 4 if config.momentum else 0
+    need, avail = params * (8 + state), available_memory()
+    if need > avail:
+        raise ArchlabError(
+            f"--arch {arch} with these sizes has {params:,} parameters: training needs "
+            f"{need / 2**30:,.1f} GiB (weights, gradients, {config.optimizer} state) but "
+            f"{avail / 2**30:,.1f} GiB is available; choose smaller model sizes"
+        )
 
 
 def _build_seeded(build: Any, seed: int) -> torch.nn.Module:
@@ -339,12 +398,19 @@ def train_lm(
         )
     if spec.data is not None and Path(spec.data).exists():  # a path: absolute, for eval/resume
         spec = dataclasses.replace(spec, data=str(Path(spec.data).resolve()))
+    block = spec.block_size or int(arch.defaults.get("block_size", 64))
+    if spec.eval_stride is not None and spec.eval_stride > block:  # before anything is written
+        raise ArchlabError(
+            f"--eval-stride {spec.eval_stride} must not exceed the block size {block}"
+        )
     dist = init_distributed(config.device)
+    new = _NewRun(out, dist)
     out, resuming = _start(out, resume, dist)
-    if resuming:
+    if resuming:  # the run's own spec: its architecture, not the one typed
         spec, config = _resolve_resume(out, spec, config, "lm", provenance)
+        arch = get_spec(spec.arch)
     config, hardware = _hardware(config, dist)
-    with _Threads(config.threads):
+    with _Threads(config.threads), new:
         corpus, notice = resolve_corpus(spec.data)
         if notice:
             log.warning("%s", notice)
@@ -366,6 +432,7 @@ def train_lm(
         if "block_size" in fields:
             over["block_size"] = spec.block_size
         mcfg = make_config(spec.arch, **over)
+        _check_fits(spec.arch, mcfg, config)
         model = _build_seeded(lambda: arch.build(mcfg), config.seed)
         task = LMTask(
             streams.train,
@@ -407,7 +474,7 @@ def train_lm(
             meta,
             resuming,
             dist,
-            list(callbacks or []),
+            [new, *(callbacks or [])],
             provenance,
             hardware,
         )
@@ -433,11 +500,12 @@ def train_image(
     if spec.teacher is not None:
         check_teacher(spec.teacher)  # before the run directory is made
     dist = init_distributed(config.device)
+    new = _NewRun(out, dist)
     out, resuming = _start(out, resume, dist)
     if resuming:
         spec, config = _resolve_resume(out, spec, config, "image", provenance)
     config, hardware = _hardware(config, dist)
-    with _Threads(config.threads):
+    with _Threads(config.threads), new:
         ds = load_image_dataset(spec.data, val_size=spec.val_size, train_size=spec.train_size)
         fields = {f.name for f in dataclasses.fields(get_spec(spec.arch).config_cls)}
         shape = {
@@ -447,6 +515,7 @@ def train_image(
         }
         over = {**spec.model, **{k: v for k, v in shape.items() if k in fields}}  # data decides
         mcfg = make_config(spec.arch, **over)
+        _check_fits(spec.arch, mcfg, config)
         model = _build_seeded(lambda: get_spec(spec.arch).build(mcfg), config.seed)
         pad, flip = ds.default_pad(), ds.flip_ok
 
@@ -491,7 +560,7 @@ def train_image(
             meta,
             resuming,
             dist,
-            list(callbacks or []),
+            [new, *(callbacks or [])],
             provenance,
             hardware,
         )

@@ -2,9 +2,11 @@
 
 The Trainer owns the loop: AdamW or SGD, warmup + cosine/linear lr, gradient accumulation and
 clipping, bf16 autocast, DDP, periodic full-pass evaluation, progress bar, JSONL metrics, atomic
-checkpoints and bit-identical resume. A :class:`Task` owns everything about the problem: which
-rows form the batch of step ``s`` (a pure function of seed and ``s``), the loss, the evaluation,
-and any state carried between batches (an RNN's hidden state for truncated BPTT).
+checkpoints, bit-identical resume, and a stop with :class:`TrainingDiverged` (the step named,
+the last good checkpoint kept) when the loss turns NaN or infinite. A :class:`Task` owns
+everything about the problem: which rows form the batch of step ``s`` (a pure function of seed
+and ``s``), the loss, the evaluation, and any state carried between batches (an RNN's hidden
+state for truncated BPTT).
 
 Reproducibility contract (CPU, same thread count): the data of step ``s`` come from
 ``(seed, s)`` and torch's global generator is reseeded from ``(seed, s, rank)`` for each step,
@@ -34,6 +36,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from archlab.errors import ArchlabError
 from archlab.train.checkpoint import (
     has_checkpoint,
     load_training_state,
@@ -45,7 +48,16 @@ from archlab.train.distributed import DistInfo, lone_process
 from archlab.train.optim import param_groups
 from archlab.train.schedule import lr_at
 
-__all__ = ["Callback", "Task", "TrainConfig", "TrainResult", "Trainer", "fold_seed", "param_groups"]
+__all__ = [
+    "Callback",
+    "Task",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingDiverged",
+    "fold_seed",
+    "param_groups",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +81,23 @@ class Task(Protocol):
         """Carried state, each tensor batch-first over this rank's rows (gathered over ranks)."""
 
     def load_state_dict(self, state: dict[str, torch.Tensor], dist: DistInfo) -> None: ...
+
+
+class TrainingDiverged(ArchlabError):
+    """The loss (or the weights) became NaN or infinite: training stopped at ``step``, nothing of
+    that step was logged or saved, and the run directory keeps its last good checkpoint."""
+
+    def __init__(self, step: int, what: str, checkpoint: int | None, run_dir: Path | None) -> None:
+        self.step, self.checkpoint = step, checkpoint
+        kept = (
+            f"the last good checkpoint (step {checkpoint}) is kept in {run_dir}"
+            if checkpoint is not None
+            else "no checkpoint had been saved"
+        )
+        super().__init__(
+            f"training diverged: {what} at step {step}; {kept}. Lower --lr, or clip gradients "
+            "(--grad-clip)"
+        )
 
 
 class Callback:
@@ -152,6 +181,10 @@ class Trainer:
         self._loss_sum = torch.zeros((), device=self.device)
         self._n_loss = 0
         self.last_eval: dict[str, float] = {}
+        # Divergence is watched on the device (no host sync per step): the first step whose loss
+        # was not finite (-1: none), read where the loop syncs anyway (log lines, checkpoints).
+        self._bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
+        self._saved_step: int | None = None  # the last checkpoint written or resumed from
         self._ddp: nn.Module | None = None  # built at the first fit(), in the training layout
         self._train_model: nn.Module | None = None
 
@@ -220,6 +253,7 @@ class Trainer:
             return False
         cfg, state = load_training_state(self.run_dir, self.model, self.optimizer)
         self.step = int(cfg["step"])
+        self._saved_step = self.step
         self.elapsed_s = float(cfg.get("elapsed_s", 0.0))
         window = cfg.get("log_window") or {"loss_sum": 0.0, "steps": 0}
         self._loss_sum.fill_(float(window["loss_sum"]))
@@ -241,14 +275,17 @@ class Trainer:
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 rec = json.loads(line)
-            except ValueError:
-                continue  # a line cut by the kill
+            except (ValueError, RecursionError):  # a line cut by the kill, or nested too deep
+                continue
             if rec.get("step", 0) <= self.step:
                 keep.append(line + "\n")
         tmp = path.with_name(".metrics.jsonl.tmp")
         tmp.write_text("".join(keep), encoding="utf-8")
         tmp.replace(path)
         self.history = [json.loads(x) for x in keep]
+        # The evaluation logged at the checkpoint's step (a finished run resumed): not repeated.
+        evals = [r for r in self.history if r.get("kind") == "eval" and r.get("step") == self.step]
+        self.last_eval = evals[-1] if evals else {}
 
     # ------------------------------------------------------------------ loop
     def _lr(self, elapsed: float) -> float:
@@ -329,8 +366,21 @@ class Trainer:
         finally:
             self.model.train(was)
 
+    def check_finite(self) -> None:
+        """Raise :class:`TrainingDiverged` if a loss since the start was NaN/inf (a host sync)."""
+        bad = int(self.dist.all_reduce(self._bad_step.clone(), op="max"))
+        if bad >= 0:
+            raise TrainingDiverged(bad, "the loss is not finite", self._saved_step, self.run_dir)
+
     def save(self) -> None:
-        """Checkpoint now (collective under DDP: every rank must call it)."""
+        """Checkpoint now (collective under DDP: every rank must call it). Never saves a diverged
+        model: a NaN/inf loss since the start, or a non-finite weight, raises TrainingDiverged
+        and the previous checkpoint stays."""
+        self.check_finite()
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise TrainingDiverged(
+                self.step, "a weight is not finite", self._saved_step, self.run_dir
+            )
         state = {k: self.dist.all_gather_cat(v) for k, v in self.task.state_dict().items()}
         window = self.dist.all_reduce(self._loss_sum.clone(), op="mean")
         if self.run_dir is None or not self.dist.is_main:
@@ -350,6 +400,7 @@ class Trainer:
             config=config,
             task_state=state,
         )
+        self._saved_step = self.step
         for cb in self.callbacks:
             cb.on_checkpoint(self)
 
@@ -378,7 +429,15 @@ class Trainer:
         t0 = time.perf_counter() - self.elapsed_s
         last_t, last_units = time.perf_counter(), 0
         session_t, session_units, paused = last_t, 0, 0.0
-        train_loss = None
+        # A finished run resumed trains no step: it reports the loss it logged at its last step.
+        train_loss = next(
+            (
+                r["loss"]
+                for r in self.history
+                if r.get("kind") == "train" and r["step"] == self.step
+            ),
+            None,
+        )
         while self.step < max_steps:
             elapsed, stop = self._agree(time.perf_counter() - t0, self.should_stop)
             if stop or (c.max_time is not None and elapsed >= c.max_time):
@@ -388,6 +447,8 @@ class Trainer:
                 break
             lr = self._lr(elapsed)
             loss, units, norm = self._train_step(lr)
+            bad = ~torch.isfinite(loss) & (self._bad_step < 0)
+            self._bad_step = torch.where(bad, self.step, self._bad_step)  # self.step: 1-based
             self._loss_sum += loss
             self._n_loss += 1
             last_units += units
@@ -395,6 +456,7 @@ class Trainer:
             self.elapsed_s = time.perf_counter() - t0
             logs = None
             if self.step % c.log_interval == 0 or self.step == max_steps:
+                self.check_finite()  # before the line is written: no NaN in the log
                 mean = self.dist.all_reduce(self._loss_sum / self._n_loss, op="mean")  # host sync
                 now = time.perf_counter()
                 rate = last_units / max(now - last_t, 1e-9)
@@ -422,12 +484,14 @@ class Trainer:
                 cb.on_step_end(self, logs)
             pause = time.perf_counter()
             if c.eval_interval and self.step % c.eval_interval == 0 and self.step < max_steps:
+                self.check_finite()  # no evaluation of a diverged model in the log
                 self._eval_and_log()
             if ckpt_every and self.step % ckpt_every == 0 and self.step < max_steps:
                 self.save()
             pause = time.perf_counter() - pause
             last_t += pause  # throughput counts training time only
             paused += pause
+        self.check_finite()
         if self._n_loss:  # stopped between log lines: report (not log) the open window's mean
             train_loss = float(self.dist.all_reduce(self._loss_sum / self._n_loss, op="mean"))
         if self.device.type == "cuda":
