@@ -70,7 +70,8 @@ def main() -> None:
 
     median = statistics.median(times)
     result = {
-        "model": "TinyGPT(vocab=50257, d=768, heads=12, layers=12, block_size=1024), batch 1, seq 1024",
+        "model": "TinyGPT(vocab=50257, d=768, heads=12, layers=12, block_size=1024), "
+        "batch 1, seq 1024",
         "params": report.params,
         "analysis_includes": "fake-tensor forward+backward, op counting, attribution, "
         "saved-tensor bytes, FlopCounterMode reconciliation",
@@ -101,7 +102,8 @@ def main() -> None:
 
     print(f"params {report.params:,}; dense forward {report.flops_forward_dense:,} FLOPs")
     print(
-        f"one-time imports: archlab.cost {IMPORT_SECONDS:.3f} s, torch._dynamo {dynamo_import:.3f} s"
+        f"one-time imports: archlab.cost {IMPORT_SECONDS:.3f} s, "
+        f"torch._dynamo {dynamo_import:.3f} s"
     )
     print("analysis (s): " + ", ".join(f"{t:.3f}" for t in times) + f"  median {median:.3f}")
     print(f"one real FlopCounterMode forward: {t_fcm:.3f} s")

@@ -10,7 +10,8 @@ command, the resolved recipe with each value's origin, what ``auto`` chose and w
 Trials of other ViT recipes (shapes, SPT/LSA, a conv stem, distillation) that led to the
 recipes are kept in ``image_fmnist_trials.py`` and ``results/image_fmnist.json``'s history.
 
-Run: ``PYTHONPATH=src python benchmarks/image_fmnist.py [--data-root ../shared/data] [--models cnn,vit,mlp]``
+Run: ``PYTHONPATH=src python benchmarks/image_fmnist.py [--data-root ../shared/data]
+[--models cnn,vit,mlp]``
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Fashion-MNIST: cnn >= 93.0% test accuracy in <= 120 s, vit >= 91.0% in <= 600 s, mlp for reference.
+"""Fashion-MNIST: cnn >= 93.0% test accuracy in <= 120 s, vit >= 91.0% in <= 600 s,
+mlp for reference.
 
 Issue 4, item 6. Each model is trained by the project's training path
 (``archlab.train.runs.train_image`` = ``archlab train image``) under a wall-clock budget
@@ -25,8 +26,9 @@ lr warmup then cosine by wall time (one-cycle-like, ending when the budget does)
   to 96 wide, 4 layers, 3 heads of 32 (see ``VIT_MODEL``, ~460k params), Shifted Patch
   Tokenization (Lee et al. 2021, ``tokenizer="spt"``), ``torch.compile`` (``--compile``: with
   the CPU bf16 attention of ``layers.attention`` it fuses: 2,068 img/s vs 1,584 eager and 1,563
-  compiled around the fp32 flash kernel), and crop (3 px) + flip augmentation: ~24-26 epochs fit. Measured, 600 s each,
-  2 threads (results JSON, ``vit_trials``; test accuracy): eager, no augmentation: linear patches
+  compiled around the fp32 flash kernel), and crop (3 px) + flip augmentation: ~24-26 epochs
+  fit. Measured, 600 s each, 2 threads (results JSON, ``vit_trials``; test accuracy): eager, no
+  augmentation: linear patches
   89.5% (18.8 epochs), mean pool 89.2%, SPT 89.9% (16.5 epochs), patch 7 at 128x6 88.7% (21.4
   epochs); compiled, SPT: no augmentation 89.5% (23.8 epochs), **augmentation 90.1%** (25.8
   epochs, the recipe kept), + LSA 90.0%, + lr 4e-3 90.0%. With augmentation the model is not
@@ -105,7 +107,7 @@ def _flag(field: str, value) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--data-root", help="folder with fashion-mnist/ (default $ARCHLAB_DATA)")
     ap.add_argument("--models", default="cnn,mlp", help="comma list of cnn, vit, vitc, deit, mlp")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -143,7 +145,8 @@ def main() -> None:
     machine = machine_record(args.threads)
     peak = machine["matmul_peak_flops"]["bf16"]
     print(
-        f"machine: {machine['cpu']}, {args.threads} threads, load {machine['load_average_at_start']}"
+        f"machine: {machine['cpu']}, {args.threads} threads, "
+        f"load {machine['load_average_at_start']}"
     )
     path = Path(args.out) if args.out else RESULTS / "image_fmnist.json"
     results = json.loads(path.read_text()) if path.exists() else {}

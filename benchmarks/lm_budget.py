@@ -62,7 +62,8 @@ def main() -> None:
 
     machine = machine_record(args.threads)
     print(
-        f"machine: {machine['cpu']}, {args.threads} threads, load {machine['load_average_at_start']}"
+        f"machine: {machine['cpu']}, {args.threads} threads, "
+        f"load {machine['load_average_at_start']}"
     )
     T = 64
 

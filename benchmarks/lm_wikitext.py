@@ -24,12 +24,12 @@ own recipe (SGD lr 20, clip 0.25, dropout 0.2, untied, lr/4 on plateau over 40 e
 40 epochs. For exactly one, a sweep of 16 recipes (a lent H100, fp32) found: plain SGD far ahead of
 AdamW (at a third of the epoch: SGD 351-437, AdamW lr 1e-3..5e-3 462-565); tying the decoder to
 the embedding (Press & Wolf 2017; Inan et al. 2017) and no dropout (one pass over the data cannot
-overfit the tied 7.3M-parameter model) both help; the lr decays linearly to lr/50 over the epoch; the
-largest step the clip allows (lr x 0.25) is best near 10: full-epoch valid ppl, lr 20 cosine 206,
-lr 40 linear 190, lr 60 196, lr 80 223, lr 40 with clip 0.5 197. Tried on this CPU and rejected:
-forget-gate bias 1 (233), decoder bias initialized to the log unigram (198: the model leaves the
-unigram plateau later), averaging the weights (EMA 0.999: 211; uniform mean of the last half,
-ASGD-like: 196; vs 186 for the final weights).
+overfit the tied 7.3M-parameter model) both help; the lr decays linearly to lr/50 over the epoch;
+the largest step the clip allows (lr x 0.25) is best near 10: full-epoch valid ppl, lr 20 cosine
+206, lr 40 linear 190, lr 60 196, lr 80 223, lr 40 with clip 0.5 197. Tried on this CPU and
+rejected: forget-gate bias 1 (233), decoder bias initialized to the log unigram (198: the model
+leaves the unigram plateau later), averaging the weights (EMA 0.999: 211; uniform mean of the last
+half, ASGD-like: 196; vs 186 for the final weights).
 
 Heavy-ball momentum 0.9 (Polyak 1964; Sutskever et al. 2013) is the recipe kept. With momentum m
 the steady-state step is lr/(1-m) x grad, so lr 4 matches plain SGD's lr 40 in size, but the

@@ -9,7 +9,8 @@ the markdown table the README shows:
 * ``image_fmnist.py`` — cnn (120 s), the pure ViT (600 s), mlp (30 s);
 * ``lm_wikitext.py`` — lstm-wt2, one epoch, vs pytorch/examples' loop.
 
-Run: ``PYTHONPATH=src python benchmarks/run_all.py --nanogpt /path/to/nanoGPT [--data-root ../shared/data]``
+Run: ``PYTHONPATH=src python benchmarks/run_all.py --nanogpt /path/to/nanoGPT
+[--data-root ../shared/data]``
 """
 
 from __future__ import annotations

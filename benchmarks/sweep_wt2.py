@@ -9,7 +9,8 @@ runs identically on the CPU or a GPU (where a whole epoch takes seconds and many
 go). The winner is then run through the product (``benchmarks/lm_wikitext.py`` = ``archlab train
 lm``) on the CPU for the recorded figure.
 
-Evaluation is the product's protocol: a full stateful pass over valid with 10 streams, bptt 35, fp32.
+Evaluation is the product's protocol: a full stateful pass over valid with 10 streams, bptt 35,
+fp32.
 
 Run: ``PYTHONPATH=src python benchmarks/sweep_wt2.py --recipe sgd20 --out r.json`` (one recipe per
 process; ``--list`` prints them).
@@ -37,22 +38,46 @@ RECIPES: dict[str, dict] = {
     "sgd20": dict(opt="sgd", lr=20.0, clip=0.25, dropout=0.2, tied=False, sched="constant"),
     "sgd20-tied": dict(opt="sgd", lr=20.0, clip=0.25, dropout=0.2, tied=True, sched="constant"),
     "sgd20-tied-d0": dict(opt="sgd", lr=20.0, clip=0.25, dropout=0.0, tied=True, sched="constant"),
-    "sgd20-tied-d0-lin": dict(opt="sgd", lr=20.0, clip=0.25, dropout=0.0, tied=True, sched="linear"),
-    "sgd40-tied-d0-lin": dict(opt="sgd", lr=40.0, clip=0.25, dropout=0.0, tied=True, sched="linear"),
+    "sgd20-tied-d0-lin": dict(
+        opt="sgd", lr=20.0, clip=0.25, dropout=0.0, tied=True, sched="linear"
+    ),
+    "sgd40-tied-d0-lin": dict(
+        opt="sgd", lr=40.0, clip=0.25, dropout=0.0, tied=True, sched="linear"
+    ),
     "sgd20-d0-lin": dict(opt="sgd", lr=20.0, clip=0.25, dropout=0.0, tied=False, sched="linear"),
     "adam1e-3": dict(opt="adamw", lr=1e-3, clip=0.25, dropout=0.2, tied=False, sched="cosine"),
-    "adam1e-3-tied-d0": dict(opt="adamw", lr=1e-3, clip=0.25, dropout=0.0, tied=True, sched="cosine"),
-    "adam3e-3-tied-d0": dict(opt="adamw", lr=3e-3, clip=0.25, dropout=0.0, tied=True, sched="cosine"),
-    "adam3e-3-tied-d0-c1": dict(opt="adamw", lr=3e-3, clip=1.0, dropout=0.0, tied=True, sched="cosine"),
-    "adam5e-3-tied-d0-c1": dict(opt="adamw", lr=5e-3, clip=1.0, dropout=0.0, tied=True, sched="cosine"),
+    "adam1e-3-tied-d0": dict(
+        opt="adamw", lr=1e-3, clip=0.25, dropout=0.0, tied=True, sched="cosine"
+    ),
+    "adam3e-3-tied-d0": dict(
+        opt="adamw", lr=3e-3, clip=0.25, dropout=0.0, tied=True, sched="cosine"
+    ),
+    "adam3e-3-tied-d0-c1": dict(
+        opt="adamw", lr=3e-3, clip=1.0, dropout=0.0, tied=True, sched="cosine"
+    ),
+    "adam5e-3-tied-d0-c1": dict(
+        opt="adamw", lr=5e-3, clip=1.0, dropout=0.0, tied=True, sched="cosine"
+    ),
     "adam2e-3-d0-c1": dict(opt="adamw", lr=2e-3, clip=1.0, dropout=0.0, tied=False, sched="cosine"),
-    "adam2e-3-tied-d0-lin-b999": dict(opt="adamw", lr=2e-3, clip=0.25, dropout=0.0, tied=True, sched="linear", betas=(0.9, 0.999)),
-    "sgd20-tied-d0-cos": dict(opt="sgd", lr=20.0, clip=0.25, dropout=0.0, tied=True, sched="cosine"),
-    "sgd40-tied-d0-cos": dict(opt="sgd", lr=40.0, clip=0.25, dropout=0.0, tied=True, sched="cosine"),
-    "sgd60-tied-d0-lin": dict(opt="sgd", lr=60.0, clip=0.25, dropout=0.0, tied=True, sched="linear"),
-    "sgd80-tied-d0-lin": dict(opt="sgd", lr=80.0, clip=0.25, dropout=0.0, tied=True, sched="linear"),
-    "sgd40-tied-d0-lin-c.5": dict(opt="sgd", lr=40.0, clip=0.5, dropout=0.0, tied=True, sched="linear"),
-}  # fmt: skip
+    "adam2e-3-tied-d0-lin-b999": dict(
+        opt="adamw", lr=2e-3, clip=0.25, dropout=0.0, tied=True, sched="linear", betas=(0.9, 0.999)
+    ),
+    "sgd20-tied-d0-cos": dict(
+        opt="sgd", lr=20.0, clip=0.25, dropout=0.0, tied=True, sched="cosine"
+    ),
+    "sgd40-tied-d0-cos": dict(
+        opt="sgd", lr=40.0, clip=0.25, dropout=0.0, tied=True, sched="cosine"
+    ),
+    "sgd60-tied-d0-lin": dict(
+        opt="sgd", lr=60.0, clip=0.25, dropout=0.0, tied=True, sched="linear"
+    ),
+    "sgd80-tied-d0-lin": dict(
+        opt="sgd", lr=80.0, clip=0.25, dropout=0.0, tied=True, sched="linear"
+    ),
+    "sgd40-tied-d0-lin-c.5": dict(
+        opt="sgd", lr=40.0, clip=0.5, dropout=0.0, tied=True, sched="linear"
+    ),
+}
 
 
 def lr_at(step: int, total: int, r: dict) -> float:

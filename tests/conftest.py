@@ -54,7 +54,8 @@ def cli():
 @pytest.fixture
 def one_thread():
     """Tiny models run fastest on one thread (and the CI machine is shared); restored after.
-    Modules that want it for every test say ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    Modules that want it for every test say
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -59,8 +59,22 @@ def _run(*args: str, capsys) -> tuple[int, str, str]:
 
 def test_lm_cli_agrees_with_library(corpus, tmp_path, capsys):
     run = tmp_path / "gpt"
-    rc, out, _ = _run("train", "lm", *TINY_GPT, "--data", str(corpus), "--max-steps", "20",
-                      "--lr", "1e-2", "--no-progress", "--json", "--out", str(run), capsys=capsys)  # fmt: skip
+    rc, out, _ = _run(
+        "train",
+        "lm",
+        *TINY_GPT,
+        "--data",
+        str(corpus),
+        "--max-steps",
+        "20",
+        "--lr",
+        "1e-2",
+        "--no-progress",
+        "--json",
+        "--out",
+        str(run),
+        capsys=capsys,
+    )
     assert rc == 0 and json.loads(out)["step"] == 20
     for f in ("config.json", "model.safetensors", "optimizer.safetensors", "optimizer.json",
               "tokenizer.json", "resolved_config.json", "metrics.jsonl"):  # fmt: skip
@@ -227,10 +241,47 @@ def _bad_cases(tmp: Path, corpus: Path, run: Path) -> dict[str, list[str]]:
     return {
         "missing corpus": [*lm, "--data", str(tmp / "nope.txt"), "--out", str(tmp / "o1")],
         "empty file": [*lm, "--data", str(tmp / "empty.txt"), "--out", str(tmp / "o2")],
-        "block size < 1": [*lm, "--data", str(corpus), "--block-size", "0", "--out", str(tmp / "o3")],
-        "unknown arch": ["train", "lm", "--arch", "transformer-xl", "--data", str(corpus), "--out", str(tmp / "o4")],
-        "image arch for lm": ["train", "lm", "--arch", "cnn", "--data", str(corpus), "--out", str(tmp / "o5")],
-        "flag the arch lacks": ["train", "lm", "--arch", "lstm", "--heads", "2", "--data", str(corpus), "--out", str(tmp / "o6")],
+        "block size < 1": [
+            *lm,
+            "--data",
+            str(corpus),
+            "--block-size",
+            "0",
+            "--out",
+            str(tmp / "o3"),
+        ],
+        "unknown arch": [
+            "train",
+            "lm",
+            "--arch",
+            "transformer-xl",
+            "--data",
+            str(corpus),
+            "--out",
+            str(tmp / "o4"),
+        ],
+        "image arch for lm": [
+            "train",
+            "lm",
+            "--arch",
+            "cnn",
+            "--data",
+            str(corpus),
+            "--out",
+            str(tmp / "o5"),
+        ],
+        "flag the arch lacks": [
+            "train",
+            "lm",
+            "--arch",
+            "lstm",
+            "--heads",
+            "2",
+            "--data",
+            str(corpus),
+            "--out",
+            str(tmp / "o6"),
+        ],
         "bad lr": [*lm, "--data", str(corpus), "--lr", "-1", "--out", str(tmp / "o7")],
         "user dir as --out": [*lm, "--data", str(corpus), "--out", str(tmp / "user")],
         "existing run without --resume": [*lm, "--data", str(corpus), "--out", str(run)],
@@ -238,7 +289,7 @@ def _bad_cases(tmp: Path, corpus: Path, run: Path) -> dict[str, list[str]]:
         "not a run": ["predict", str(tmp / "user"), "to be"],
         "lm run for classify": ["classify", str(run), str(tmp / "fake.png")],
         "empty prompt": ["predict", str(run), ""],
-    }  # fmt: skip
+    }
 
 
 BAD = [
@@ -265,8 +316,25 @@ def test_bad_input_is_one_line_exit_2(case, corpus, tiny_run, tmp_path_factory, 
 def test_non_image_file_is_one_line_exit_2(shared_data, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ARCHLAB_DATA", str(shared_data))
     run = tmp_path / "mlp"
-    assert _run("train", "image", "--arch", "mlp", "--train-size", "100", "--batch-size", "50",
-                "--max-steps", "1", "--no-progress", "--out", str(run), capsys=capsys)[0] == 0  # fmt: skip
+    assert (
+        _run(
+            "train",
+            "image",
+            "--arch",
+            "mlp",
+            "--train-size",
+            "100",
+            "--batch-size",
+            "50",
+            "--max-steps",
+            "1",
+            "--no-progress",
+            "--out",
+            str(run),
+            capsys=capsys,
+        )[0]
+        == 0
+    )
     (tmp_path / "fake.png").write_text("not an image")
     for path in (tmp_path / "fake.png", tmp_path / "missing.png"):
         rc, _, err = _run("classify", str(run), str(path), capsys=capsys)
@@ -278,17 +346,53 @@ def test_vit_shape_flags_reach_the_model(tmp_path, capsys):
     import archlab.models
 
     run = tmp_path / "vit"
-    rc, _, _ = _run("train", "image", "--arch", "vit", "--data", "fashion-mnist-subset", "--patch-size", "7",
-                    "--layers", "1", "--d-model", "16", "--heads", "2", "--pool", "mean",
-                    "--mlp-ratio", "2", "--patch-tokenizer", "spt", "--lsa", "--max-steps", "2",
-                    "--no-progress", "--out", str(run), capsys=capsys)  # fmt: skip
+    rc, _, _ = _run(
+        "train",
+        "image",
+        "--arch",
+        "vit",
+        "--data",
+        "fashion-mnist-subset",
+        "--patch-size",
+        "7",
+        "--layers",
+        "1",
+        "--d-model",
+        "16",
+        "--heads",
+        "2",
+        "--pool",
+        "mean",
+        "--mlp-ratio",
+        "2",
+        "--patch-tokenizer",
+        "spt",
+        "--lsa",
+        "--max-steps",
+        "2",
+        "--no-progress",
+        "--out",
+        str(run),
+        capsys=capsys,
+    )
     assert rc == 0
     m = archlab.models.load(run)
     assert m.config.pool == "mean" and m.cls_token is None and m.config.tokenizer == "spt"
     assert m.config.lsa and m.blocks[0].attn.scale.shape == (2,)
     assert m.blocks[0].mlp.fc.out_features == 32  # 2 x d_model
-    rc, _, err = _run("train", "image", "--arch", "vit", "--data", "fashion-mnist-subset", "--pool", "max",
-                      "--out", str(tmp_path / "bad"), capsys=capsys)  # fmt: skip
+    rc, _, err = _run(
+        "train",
+        "image",
+        "--arch",
+        "vit",
+        "--data",
+        "fashion-mnist-subset",
+        "--pool",
+        "max",
+        "--out",
+        str(tmp_path / "bad"),
+        capsys=capsys,
+    )
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "pool" in err
 
 

@@ -119,7 +119,10 @@ def test_seed_part5_transformer_complexity():
     c = L.transformer(512, 8, 6, seq_len=1024)
     n, d, Ls = symbols_for(("n", "d", "L")).values()
     assert c.complexity == "O(L*(n**2*d + n*d**2))"
-    assert sympy.simplify(parse_complexity(c.complexity, ("n", "d", "L")) - Ls * (n**2 * d + n * d**2)) == 0  # fmt: skip
+    assert (
+        sympy.simplify(parse_complexity(c.complexity, ("n", "d", "L")) - Ls * (n**2 * d + n * d**2))
+        == 0
+    )
     assert L.attention(64, 8).complexity == "O(n**2*d + n*d**2)"
     a = parse_complexity(L.rnn(100, 200).complexity, ("n", "h", "i"))
     assert sympy.expand(a) == sympy.expand(parse_complexity("O(n*(h*i + h**2))", ("n", "h", "i")))
@@ -133,7 +136,9 @@ def test_transformer_crossover_is_where_n2_terms_equal_nd2_terms(causal):
     cross = c.derived["crossover"]
     assert cross["n_star_dense"] == 2 * d + dff and cross["causal"] is causal
     # Independent of how n* was solved: dense(n) = a n^2 + b n, fitted from two lengths.
-    f1, f2 = (L.transformer(d, H, 3, dff, causal=causal, seq_len=n).flops_forward_dense for n in (1, 2))  # fmt: skip
+    f1, f2 = (
+        L.transformer(d, H, 3, dff, causal=causal, seq_len=n).flops_forward_dense for n in (1, 2)
+    )
     a, b = (f2 - 2 * f1) / 2, (4 * f1 - f2) / 2
     assert b / a == cross["n_star_dense"]
 
@@ -175,7 +180,11 @@ def cell_loop(m: nn.RNNBase, x: torch.Tensor) -> torch.Tensor:
         for direction in range(D):
             sfx = f"_l{layer}" + ("_reverse" if direction else "")
             w_ih, w_hh = getattr(m, "weight_ih" + sfx), getattr(m, "weight_hh" + sfx)
-            b_ih, b_hh = (getattr(m, "bias_ih" + sfx), getattr(m, "bias_hh" + sfx)) if m.bias else (None, None)  # fmt: skip
+            b_ih, b_hh = (
+                (getattr(m, "bias_ih" + sfx), getattr(m, "bias_hh" + sfx))
+                if m.bias
+                else (None, None)
+            )
             h, c = x.new_zeros(B, P), x.new_zeros(B, H)  # (B, P), (B, H)
             hs: list = [None] * n
             for t in range(n - 1, -1, -1) if direction else range(n):
@@ -207,7 +216,12 @@ recurrent_cfg = dict(
 
 
 @FAST
-@given(**recurrent_cfg, kind=st.sampled_from(["rnn", "gru", "lstm"]), relu=st.booleans(), proj=st.integers(0, 1))  # fmt: skip
+@given(
+    **recurrent_cfg,
+    kind=st.sampled_from(["rnn", "gru", "lstm"]),
+    relu=st.booleans(),
+    proj=st.integers(0, 1),
+)
 def test_recurrent_vs_cell_loop(i, h, layers, bias, bi, B, n, kind, relu, proj):
     common = dict(num_layers=layers, bias=bias, bidirectional=bi)
     if kind == "rnn":
@@ -217,7 +231,10 @@ def test_recurrent_vs_cell_loop(i, h, layers, bias, bi, B, n, kind, relu, proj):
         m, cost = nn.GRU(i, h, **common), L.gru(i, h, batch_size=B, seq_len=n, **common)
     else:
         p = proj * (h - 1)
-        m, cost = nn.LSTM(i, h, proj_size=p, **common), L.lstm(i, h, proj_size=p, batch_size=B, seq_len=n, **common)  # fmt: skip
+        m, cost = (
+            nn.LSTM(i, h, proj_size=p, **common),
+            L.lstm(i, h, proj_size=p, batch_size=B, seq_len=n, **common),
+        )
     x = torch.randn(n, B, i, requires_grad=True)
     with torch.no_grad():
         torch.testing.assert_close(cell_loop(m, x), m(x)[0])  # the reference is nn.RNN*'s maths
@@ -243,9 +260,19 @@ def test_keras_recurrent_counts(kind, expected):
 
 
 @FAST
-@given(dims=st.sampled_from([1, 2]), g=st.integers(1, 3), cin=st.integers(1, 2), cout=st.integers(1, 2),
-       k=st.integers(1, 3), s=st.integers(1, 2), p=st.integers(0, 2), dil=st.integers(1, 2),
-       bias=st.booleans(), size=st.integers(5, 8), B=st.integers(1, 2))  # fmt: skip
+@given(
+    dims=st.sampled_from([1, 2]),
+    g=st.integers(1, 3),
+    cin=st.integers(1, 2),
+    cout=st.integers(1, 2),
+    k=st.integers(1, 3),
+    s=st.integers(1, 2),
+    p=st.integers(0, 2),
+    dil=st.integers(1, 2),
+    bias=st.booleans(),
+    size=st.integers(5, 8),
+    B=st.integers(1, 2),
+)
 def test_conv(dims, g, cin, cout, k, s, p, dil, bias, size, B):
     conv = (nn.Conv1d, nn.Conv2d)[dims - 1]
     m = conv(cin * g, cout * g, k, stride=s, padding=p, dilation=dil, groups=g, bias=bias)
@@ -308,7 +335,13 @@ def test_attention_math_sdpa(dh, H, B, n, bias, causal):
 
 
 def reference_ffn(d, dff, activation, bias):
-    act = {"relu": nn.ReLU(), "gelu": nn.GELU(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid(), "silu": nn.SiLU()}[activation]  # fmt: skip
+    act = {
+        "relu": nn.ReLU(),
+        "gelu": nn.GELU(),
+        "tanh": nn.Tanh(),
+        "sigmoid": nn.Sigmoid(),
+        "silu": nn.SiLU(),
+    }[activation]
     return nn.Sequential(nn.Linear(d, dff, bias=bias), act, nn.Linear(dff, d, bias=bias))
 
 
@@ -325,7 +358,9 @@ def test_ffn(d, dff, act, bias, B, n):
 @settings(max_examples=10, deadline=None)
 @given(**attn_cfg, dff=st.integers(1, 8), layers=st.integers(1, 3), norm_first=st.booleans(),
        final=st.booleans(), gelu=st.booleans())  # fmt: skip
-def test_transformer_vs_nn_transformer_encoder(dh, H, B, n, bias, causal, dff, layers, norm_first, final, gelu):  # fmt: skip
+def test_transformer_vs_nn_transformer_encoder(
+    dh, H, B, n, bias, causal, dff, layers, norm_first, final, gelu
+):
     d, act = dh * H, "gelu" if gelu else "relu"
     block = nn.TransformerEncoderLayer(d, H, dff, dropout=0.0, activation=act, batch_first=True,
                                        norm_first=norm_first, bias=bias)  # fmt: skip
@@ -333,10 +368,22 @@ def test_transformer_vs_nn_transformer_encoder(dh, H, B, n, bias, causal, dff, l
                                   enable_nested_tensor=False)  # fmt: skip
     x = torch.randn(B, n, d, requires_grad=True)
     mask = nn.Transformer.generate_square_subsequent_mask(n) if causal else None
-    kw = dict(norm_first=norm_first, activation=act, bias=bias, causal=causal, batch_size=B, seq_len=n)  # fmt: skip
+    kw = dict(
+        norm_first=norm_first, activation=act, bias=bias, causal=causal, batch_size=B, seq_len=n
+    )
     with sdpa_kernel(SDPBackend.MATH):
-        check(L.transformer_block(d, H, dff, **kw), lambda: block(x, src_mask=mask, is_causal=causal), block, params=numel(block))  # fmt: skip
-        check(L.transformer(d, H, layers, dff, final_norm=final, **kw), lambda: stack(x, mask=mask, is_causal=causal), stack, params=numel(stack))  # fmt: skip
+        check(
+            L.transformer_block(d, H, dff, **kw),
+            lambda: block(x, src_mask=mask, is_causal=causal),
+            block,
+            params=numel(block),
+        )
+        check(
+            L.transformer(d, H, layers, dff, final_norm=final, **kw),
+            lambda: stack(x, mask=mask, is_causal=causal),
+            stack,
+            params=numel(stack),
+        )
 
 
 @FAST
@@ -357,7 +404,17 @@ class PointwiseCounter(TorchDispatchMode):
     1 per output element for add/sub/mul/rsub and each activation, the bias add fused into addmm,
     5 (+2 affine) per element for native layer/batch norm. Fails on any op it does not know."""
 
-    ONE = {aten.add, aten.sub, aten.mul, aten.rsub, aten.tanh, aten.sigmoid, aten.relu, aten.gelu, aten.silu}  # fmt: skip
+    ONE = {
+        aten.add,
+        aten.sub,
+        aten.mul,
+        aten.rsub,
+        aten.tanh,
+        aten.sigmoid,
+        aten.relu,
+        aten.gelu,
+        aten.silu,
+    }
     FREE = {aten.t, aten.view, aten.mm, aten.unsafe_split, aten.split, aten.split_with_sizes,
             aten.stack, aten.cat, aten.new_zeros, aten.select, aten.empty, aten.zeros,
             aten.unbind, aten.slice, aten.detach, aten._unsafe_view, aten.add_, aten.bmm,
@@ -374,7 +431,9 @@ class PointwiseCounter(TorchDispatchMode):
             self.flops += out.numel()  # the bias add fused into the matmul
         elif op is aten.native_layer_norm:
             weight, bias = args[2], args[3]
-            self.flops += out[0].numel() * (5 + (2 if bias is not None else 1 if weight is not None else 0))  # fmt: skip
+            self.flops += out[0].numel() * (
+                5 + (2 if bias is not None else 1 if weight is not None else 0)
+            )
         elif op is aten.native_batch_norm:
             self.flops += out[0].numel() * (5 + (2 if args[1] is not None else 0))
         elif op is aten._softmax:
@@ -397,8 +456,12 @@ def pointwise(forward) -> int:
 def test_pointwise_flops_recurrent(i, h, layers, bias, bi, B, n, kind, proj):
     common = dict(num_layers=layers, bias=bias, bidirectional=bi)
     p = proj * (h - 1) if kind == "lstm" else 0
-    m = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[kind](i, h, **common, **({"proj_size": p} if p else {}))  # fmt: skip
-    cost = getattr(L, kind)(i, h, batch_size=B, seq_len=n, **common, **({"proj_size": p} if p else {}))  # fmt: skip
+    m = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[kind](
+        i, h, **common, **({"proj_size": p} if p else {})
+    )
+    cost = getattr(L, kind)(
+        i, h, batch_size=B, seq_len=n, **common, **({"proj_size": p} if p else {})
+    )
     x = torch.randn(n, B, i)
     assert cost.flops_forward_pointwise == pointwise(lambda: cell_loop(m, x))
 
@@ -419,7 +482,9 @@ def test_pointwise_flops_ffn_linear_norms(d, dff, act, bias, B, n):
         assert cost.flops_forward_pointwise == pointwise(lambda m=m, inp=inp: m(inp)), cost.layer
 
 
-def textbook_attention(m: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+def textbook_attention(
+    m: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
     """softmax(Q Kᵀ / sqrt(d_k) + mask) V with m's weights (Vaswani et al. eq. 1), x: (B, n, d)."""
     B, n, d = x.shape
     H = m.num_heads
@@ -455,19 +520,59 @@ def _modules():
     yield lin, (torch.randn(2, 4, 5, requires_grad=True),), L.linear(5, 3, batch_size=2, seq_len=4)
     emb = nn.Embedding(11, 4)
     yield emb, (torch.randint(0, 11, (2, 3)),), L.embedding(11, 4, batch_size=2, seq_len=3)
-    yield nn.LayerNorm(6), (torch.randn(3, 6, requires_grad=True),), L.layernorm(6, batch_size=1, seq_len=3)  # fmt: skip
-    yield nn.BatchNorm2d(3), (torch.randn(2, 3, 4, 5, requires_grad=True),), L.batchnorm(3, image_size=(4, 5), batch_size=2)  # fmt: skip
-    yield nn.BatchNorm1d(3), (torch.randn(2, 3, requires_grad=True),), L.batchnorm(3, dims=1, batch_size=2)  # fmt: skip
-    yield nn.Conv1d(4, 6, 3, padding=1, groups=2), (torch.randn(2, 4, 7, requires_grad=True),), L.conv1d(4, 6, 3, padding=1, groups=2, image_size=7, batch_size=2)  # fmt: skip
-    yield nn.Conv2d(3, 4, 3, stride=2, bias=False), (torch.randn(3, 9, 9, requires_grad=True),), L.conv2d(3, 4, 3, stride=2, bias=False, image_size=9, batch_size=1)  # fmt: skip
-    yield nn.RNN(3, 4, 2, batch_first=True), (torch.randn(2, 5, 3, requires_grad=True),), L.rnn(3, 4, num_layers=2, batch_size=2, seq_len=5)  # fmt: skip
-    yield nn.GRU(3, 4, bidirectional=True), (torch.randn(5, 2, 3, requires_grad=True),), L.gru(3, 4, bidirectional=True, batch_size=2, seq_len=5)  # fmt: skip
+    yield (
+        nn.LayerNorm(6),
+        (torch.randn(3, 6, requires_grad=True),),
+        L.layernorm(6, batch_size=1, seq_len=3),
+    )
+    yield (
+        nn.BatchNorm2d(3),
+        (torch.randn(2, 3, 4, 5, requires_grad=True),),
+        L.batchnorm(3, image_size=(4, 5), batch_size=2),
+    )
+    yield (
+        nn.BatchNorm1d(3),
+        (torch.randn(2, 3, requires_grad=True),),
+        L.batchnorm(3, dims=1, batch_size=2),
+    )
+    yield (
+        nn.Conv1d(4, 6, 3, padding=1, groups=2),
+        (torch.randn(2, 4, 7, requires_grad=True),),
+        L.conv1d(4, 6, 3, padding=1, groups=2, image_size=7, batch_size=2),
+    )
+    yield (
+        nn.Conv2d(3, 4, 3, stride=2, bias=False),
+        (torch.randn(3, 9, 9, requires_grad=True),),
+        L.conv2d(3, 4, 3, stride=2, bias=False, image_size=9, batch_size=1),
+    )
+    yield (
+        nn.RNN(3, 4, 2, batch_first=True),
+        (torch.randn(2, 5, 3, requires_grad=True),),
+        L.rnn(3, 4, num_layers=2, batch_size=2, seq_len=5),
+    )
+    yield (
+        nn.GRU(3, 4, bidirectional=True),
+        (torch.randn(5, 2, 3, requires_grad=True),),
+        L.gru(3, 4, bidirectional=True, batch_size=2, seq_len=5),
+    )
     x = torch.randn(2, 5, 8, requires_grad=True)
-    yield nn.MultiheadAttention(8, 2, batch_first=True), (x, x, x), L.attention(8, 2, batch_size=2, seq_len=5)  # fmt: skip
-    yield nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, norm_first=True), (torch.randn(5, 2, 8, requires_grad=True),), L.transformer_block(8, 2, 16, norm_first=True, batch_size=2, seq_len=5)  # fmt: skip
+    yield (
+        nn.MultiheadAttention(8, 2, batch_first=True),
+        (x, x, x),
+        L.attention(8, 2, batch_size=2, seq_len=5),
+    )
+    yield (
+        nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, norm_first=True),
+        (torch.randn(5, 2, 8, requires_grad=True),),
+        L.transformer_block(8, 2, 16, norm_first=True, batch_size=2, seq_len=5),
+    )
 
 
-@pytest.mark.parametrize("module, inputs, expected", list(_modules()), ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "")  # fmt: skip
+@pytest.mark.parametrize(
+    "module, inputs, expected",
+    list(_modules()),
+    ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "",
+)
 def test_module_cost_matches_formula_numel_and_flop_counter(module, inputs, expected):
     with sdpa_kernel(SDPBackend.MATH):
         out = module(*inputs)
@@ -531,7 +636,13 @@ def test_cli_json(capsys):
     )
     data = json.loads(capsys.readouterr().out)
     expected = L.attention(16, 4, causal=True, seq_len=8)
-    for key in ("params", "flops_forward_dense", "flops_forward_pointwise", "flops_backward_dense", "activation_bytes"):  # fmt: skip
+    for key in (
+        "params",
+        "flops_forward_dense",
+        "flops_forward_pointwise",
+        "flops_backward_dense",
+        "activation_bytes",
+    ):
         assert isinstance(data[key], int) and data[key] == getattr(expected, key)
     assert data["complexity"] == "O(n**2*d + n*d**2)"
     assert all(set(t) >= {"name", "shape", "params", "formula"} for t in data["terms"])
@@ -667,9 +778,13 @@ def test_activation_bytes_follow_the_dtype(dtype):
     x = torch.randn(2, 3, 8, dtype=dtype, requires_grad=True)
     for m, cost, inp in (
         (nn.LayerNorm(8), L.layernorm(8, batch_size=2, seq_len=3, dtype=str(dtype)), x),
-        (nn.BatchNorm1d(8), L.batchnorm(8, dims=1, batch_size=2, seq_len=3, dtype=str(dtype)), x.transpose(1, 2)),  # fmt: skip
+        (
+            nn.BatchNorm1d(8),
+            L.batchnorm(8, dims=1, batch_size=2, seq_len=3, dtype=str(dtype)),
+            x.transpose(1, 2),
+        ),
         (nn.Linear(8, 4), L.linear(8, 4, batch_size=2, seq_len=3, dtype=str(dtype)), x),
-    ):  # fmt: skip
+    ):
         m = m.to(dtype)
         assert cost.activation_bytes == measure(lambda m=m, inp=inp: m(inp), m)[2]
 

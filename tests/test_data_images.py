@@ -1,4 +1,5 @@
-"""Image data: parsers on generated files in the real formats, splits, normalization, augmentation."""
+"""Image data: parsers on generated files in the real formats, splits, normalization,
+augmentation."""
 
 from __future__ import annotations
 

@@ -88,10 +88,11 @@ def _cli(*args: str) -> int:
 
 
 def test_student_learns_the_teachers_decisions_not_the_labels(tmp_path, capsys):
-    """A weak CNN teacher (the embedded Fashion-MNIST subset, 40 steps) labels the training set; an MLP student trained on the
-    teacher's hard term alone (alpha 1: the true labels get no weight) agrees with the teacher on
-    held-out images far more often than the teacher is right, i.e. it copied the teacher's
-    mistakes too. The run records its teacher, and a bad teacher is a one-line error."""
+    """A weak CNN teacher (the embedded Fashion-MNIST subset, 40 steps) labels the training set; an
+    MLP student trained on the teacher's hard term alone (alpha 1: the true labels get no weight)
+    agrees with the teacher on held-out images far more often than the teacher is right, i.e. it
+    copied the teacher's mistakes too. The run records its teacher, and a bad teacher is a one-line
+    error."""
     from archlab.train.inference import load_run
     from archlab.train.tasks import classify_batches
 

@@ -185,7 +185,8 @@ def test_every_tab_in_a_real_browser(lab_server, browser):
     page.fill("#dx input[type=number]", "3")
     page.press("#dx input[type=number]", "Enter")
     page.wait_for_function(
-        "src => { const i = document.querySelector('#shift-plot img'); return i && i.src !== src; }",
+        "src => { const i = document.querySelector('#shift-plot img'); "
+        "return i && i.src !== src; }",
         arg=before,
         timeout=30_000,
     )

@@ -226,8 +226,10 @@ def test_vit_param_count(pool):
     assert n_params(conv) == n_params(model) - (C * p * p * d + d) + stem
 
 
-@pytest.mark.parametrize(("size", "patch", "strides"), [(12, 4, [2, 2, 1]), (28, 7, [7, 1]),
-                                                        (24, 6, [2, 3, 1]), (8, 1, [1])])  # fmt: skip
+@pytest.mark.parametrize(
+    ("size", "patch", "strides"),
+    [(12, 4, [2, 2, 1]), (28, 7, [7, 1]), (24, 6, [2, 3, 1]), (8, 1, [1])],
+)
 def test_vit_conv_stem_keeps_the_patch_grid(size, patch, strides):
     """The conv stem downsamples by exactly the patch size (3x3 stride 2 per factor 2, the odd
     rest as one r x r stride-r conv, a 1x1 last), so tokens and positions match the patchify

@@ -114,11 +114,15 @@ FLAGS = [
 # which --dump-dom then shows. The CSP of the copy is widened to allow exactly this script.
 PROBE = """<script>
 window.__errors = [];
-window.addEventListener('error', e => window.__errors.push(String(e.message || e.target.src)), true);
-document.addEventListener('securitypolicyviolation', e => window.__errors.push('csp:' + e.violatedDirective));
+window.addEventListener('error', e => \
+window.__errors.push(String(e.message || e.target.src)), true);
+document.addEventListener('securitypolicyviolation', e => \
+window.__errors.push('csp:' + e.violatedDirective));
 window.addEventListener('load', () => {
   const bad = [...document.images].filter(i => !i.complete || i.naturalWidth === 0).length;
-  document.body.setAttribute('data-probe', `images=${document.images.length} broken=${bad} errors=${window.__errors.join('|')}`);
+  document.body.setAttribute('data-probe', \
+`images=${document.images.length} broken=${bad} \
+errors=${window.__errors.join('|')}`);
 });
 </script>"""
 

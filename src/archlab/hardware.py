@@ -196,8 +196,8 @@ def fastest_threads(most: int, repeats: int = 3) -> tuple[int, dict[str, float]]
     descheduled peer at every parallel region make small-model training several times slower
     with 2 threads than with 1 (measured here: 11.6 s vs 4.3 s for the same study experiment
     under a load of 4 on 2 cores); on a quiet machine 2 threads are ~1.7x faster. The workload
-    (a small LSTM and a small conv net, forward and backward, ~50 ms on one core) is timed interleaved at
-    both counts, best of ``repeats``; ``most`` wins only if it is >= 1.2x faster.
+    (a small LSTM and a small conv net, forward and backward, ~50 ms on one core) is timed
+    interleaved at both counts, best of ``repeats``; ``most`` wins only if it is >= 1.2x faster.
     """
     if most <= 1:
         return 1, {}

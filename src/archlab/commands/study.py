@@ -9,7 +9,8 @@ from pathlib import Path
 log = logging.getLogger("archlab.study")
 
 PROFILE_HELP = (
-    "tiny: the tests' profile, seconds, decides nothing; quick: <= 10 min on 2 CPU cores, a preview that may say inconclusive (default); "
+    "tiny: the tests' profile, seconds, decides nothing; quick: <= 10 min on 2 CPU cores, a "
+    "preview that may say inconclusive (default); "
     "standard: <= 75 min on 2 CPU cores, every training claim at its positive control, the "
     "citable run; full: for a GPU"
 )

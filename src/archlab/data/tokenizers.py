@@ -31,15 +31,16 @@ Bounds (what grows with the user's text; checked by tests/test_data_text.py unde
   words — more is an :class:`ArchlabError` asking for a cap — because the model's embedding and
   output layer grow with it (a 20 MB file of distinct words would give a 1.5M-word vocabulary and
   a model of several GB). WikiText-2's 33,278 fit.
-* ``bpe``: ``vocab_size`` is at most ``BPE_MAX_VOCAB`` (1 Mi). The text reaches the HF library in chunks of ~``BPETokenizer.chunk_chars`` (64 Ki)
-  characters, cut only where the pre-tokenizer itself splits (see :func:`_bpe_chunks`), so the
-  library's per-character working memory (~250 bytes per character) is bounded by a few chunks,
-  not the file. Fitting learns the merges from at most ``BPE_FIT_CHARS`` (8 Mi) characters (every
-  k-th chunk of a longer text, spread over it): its memory, O(distinct pieces of <= 64
-  characters), is then bounded whatever the input — measured here at 50-90 bytes per character
-  in the worst case (all words distinct), under 0.8 GB at the cap — and so is its time.
-  Encoding is linear: O(tokens) memory (a Python list, ~36 bytes per token). (Before: one 20 MB
-  line took 94 s and 4.4 GB, a 4 MB file without spaces did not finish in 8 minutes.)
+* ``bpe``: ``vocab_size`` is at most ``BPE_MAX_VOCAB`` (1 Mi). The text reaches the HF library in
+  chunks of ~``BPETokenizer.chunk_chars`` (64 Ki) characters, cut only where the pre-tokenizer
+  itself splits (see :func:`_bpe_chunks`), so the library's per-character working memory (~250
+  bytes per character) is bounded by a few chunks, not the file. Fitting learns the merges from at
+  most ``BPE_FIT_CHARS`` (8 Mi) characters (every k-th chunk of a longer text, spread over it): its
+  memory, O(distinct pieces of <= 64 characters), is then bounded whatever the input — measured
+  here at 50-90 bytes per character in the worst case (all words distinct), under 0.8 GB at the
+  cap — and so is its time. Encoding is linear: O(tokens) memory (a Python list, ~36 bytes per
+  token). (Before: one 20 MB line took 94 s and 4.4 GB, a 4 MB file without spaces did not finish
+  in 8 minutes.)
 """
 
 from __future__ import annotations

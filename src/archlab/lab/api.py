@@ -7,8 +7,10 @@
 ``POST /api/generate`` ``{prompt, max_new_tokens=100, temperature=1.0, top_k=null, seed=null}``
                        -> ``{run_name: {text, continuation}}``
 ``POST /api/classify`` body: the image file's bytes, ``Content-Type: image/*``; query ``dx``, ``dy``
-                       (pixels), ``top_k=3``, ``invert=auto|yes|no`` -> ``{run_name: [{label, prob}]}``
-``POST /api/cost``     ``{layer, <archlab cost's options in snake_case>...}`` -> ``archlab cost --json``
+                       (pixels), ``top_k=3``, ``invert=auto|yes|no``
+                       -> ``{run_name: [{label, prob}]}``
+``POST /api/cost``     ``{layer, <archlab cost's options in snake_case>...}``
+                       -> ``archlab cost --json``
 =====================  ==========================================================================
 
 Bad input is answered ``{"error": "<one line>"}`` with a 4xx status — 400 a body that is not JSON,

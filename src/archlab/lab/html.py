@@ -106,7 +106,8 @@ def strip(
         tip = "—" if v is None else f"{v:.4g} {unit}"
         val = "" if v is None else f"{v:.6g}"
         spans.append(
-            f'<span style="background:{_shade(v, top, colour, decades)}" title="{html.escape(tip, quote=True)}"'
+            f'<span style="background:{_shade(v, top, colour, decades)}"'
+            f' title="{html.escape(tip, quote=True)}"'
             f' data-v="{val}">{html.escape(visible(t))}</span>'
         )
     return f'<div class="lab-strip" data-kind="{colour}">{"".join(spans)}</div>'
@@ -156,7 +157,8 @@ def image_grid(maps: Sequence[np.ndarray], labels: Sequence[str], size: int = 64
         rgb = m if m.ndim == 3 else heatmap_png(m, scale)
         cells.append(
             f'<figure style="display:inline-block;margin:2px;text-align:center">'
-            f'<img src="{png_data_uri(rgb)}" width="{size}" height="{size}" alt="{html.escape(label)}">'
+            f'<img src="{png_data_uri(rgb)}" width="{size}" height="{size}"'
+            f' alt="{html.escape(label)}">'
             f'<figcaption class="lab-note">{html.escape(label)}</figcaption></figure>'
         )
     return f'<div class="lab-maps">{"".join(cells)}</div>'

@@ -107,8 +107,9 @@ def build_ui(lab: Lab, examples: Sequence[Path] = ()) -> Any:
     vit_layers, vit_heads = _layers(lab, "vit")
     with gr.Blocks(title="archlab lab", analytics_enabled=False) as demo:
         gr.Markdown(
-            "# archlab lab\nThe answer sheet's comparisons, live: **RNNs vs a GPT** on your prompt, "
-            "**a CNN vs a ViT** on your image, **costs** as you type, and the **study**'s evidence."
+            "# archlab lab\nThe answer sheet's comparisons, live: **RNNs vs a GPT** on your "
+            "prompt, **a CNN vs a ViT** on your image, **costs** as you type, and the "
+            "**study**'s evidence."
         )
         status = gr.HTML(status_view(lab), elem_id="status")
         timer = gr.Timer(1.0, active=lab.busy)
@@ -147,9 +148,9 @@ def build_ui(lab: Lab, examples: Sequence[Path] = ()) -> Any:
             with gr.Tab("Image", id="image", elem_id="tab-image"):
                 gr.Markdown(
                     "Upload or draw an image (an image on a light background is inverted: the "
-                    "training images are light on black). The shift sliders move it (claim **C3**); below are the "
-                    "CNN's feature maps per stage (**C1**) and the ViT's class-token attention "
-                    "(**V1**)."
+                    "training images are light on black). The shift sliders move it (claim "
+                    "**C3**); below are the CNN's feature maps per stage (**C1**) and the ViT's "
+                    "class-token attention (**V1**)."
                 )
                 current = gr.State(None)
                 with gr.Row():
@@ -293,8 +294,8 @@ def build_ui(lab: Lab, examples: Sequence[Path] = ()) -> Any:
             # ------------------------------------------------------------------ study
             with gr.Tab("Study", id="study", elem_id="tab-study"):
                 gr.Markdown(
-                    f"The latest `archlab study` report from `{lab.study_dir}`; each claim's button "
-                    "opens the tab where you can explore it on your own input."
+                    f"The latest `archlab study` report from `{lab.study_dir}`; each claim's "
+                    "button opens the tab where you can explore it on your own input."
                 )
                 verdicts = study_verdicts(lab)
                 for cid, claim in CLAIMS.items():

@@ -308,7 +308,10 @@ def _lengths(n: int, cost: Any) -> list[int]:
 def status_view(lab: Lab) -> str:
     p = lab.progress.snapshot()
     if p["error"]:
-        return f'<div class="lab-status lab-error">Training the default models failed: {html.escape(p["error"])}</div>'
+        return (
+            '<div class="lab-status lab-error">Training the default models failed: '
+            f"{html.escape(p['error'])}</div>"
+        )
     if lab.busy and not p["training"]:
         return '<div class="lab-status" id="lab-loading">Training done; loading the models…</div>'
     if p["training"]:
@@ -337,7 +340,8 @@ def study_view(lab: Lab) -> str:
     report = lab.study_dir / "report.html"
     if not report.exists():
         return (
-            f'<p class="lab-status">No study report in <code>{html.escape(str(lab.study_dir))}</code>. '
+            '<p class="lab-status">No study report in '
+            f"<code>{html.escape(str(lab.study_dir))}</code>. "
             "Run <code>archlab study</code> (3–4 minutes on 2 cores) or start the lab with "
             "<code>--study DIR</code>, then restart it. Each claim above still opens the tab where "
             "you can try it yourself.</p>"

@@ -2,11 +2,11 @@
 average pooling, one linear layer.
 
 ``model(x)`` maps images (B, C, H, W) to logits (B, num_classes). Every conv is "same"-padded
-(``kernel_size // 2``) and bias-free (the BatchNorm that follows has its own shift; Ioffe & Szegedy
-2015 §3.2). Between stages the feature map is halved by ``pool``: ``"max"``/``"avg"`` (2×2,
-stride 2), ``"stride"`` (the next stage's first conv has stride 2), ``"blur"`` (Zhang 2019's anti-aliased
-MaxBlurPool: a 2×2 max with stride 1, then a 3×3 binomial blur applied with stride 2, so the
-subsampling no longer aliases high frequencies) or ``"none"``.
+(``kernel_size // 2``) and bias-free (the BatchNorm that follows has its own shift; Ioffe &
+Szegedy 2015 §3.2). Between stages the feature map is halved by ``pool``: ``"max"``/``"avg"``
+(2×2, stride 2), ``"stride"`` (the next stage's first conv has stride 2), ``"blur"`` (Zhang 2019's
+anti-aliased MaxBlurPool: a 2×2 max with stride 1, then a 3×3 binomial blur applied with stride
+2, so the subsampling no longer aliases high frequencies) or ``"none"``.
 
 Translation: with ``pool="none"`` and ``padding_mode="circular"`` every layer commutes with a
 circular shift of its input (convolution with wrap-around padding and stride 1, per-channel BN in

@@ -70,8 +70,9 @@ def image_model(arch: str, width: float = 1.0) -> tuple[str, dict[str, Any]]:
     cnn: four stages of one 3×3 conv-BN-ReLU (16-32-64-64 channels × width), 2×2 max-pool
     between stages, global average pooling; its last conv sees 38 px ≥ the 32 px canvas.
     cnn-blur: the same with Zhang 2019's MaxBlurPool. vit: patch 4 (8×8 = 64 patches), width
-    64 × width, 2 layers of 4 heads, MLP ratio 2, mean-pooled tokens (ViT App. D.3). vit-local: the same ViT
-    with attention limited to a 3×3 window of patches. mlp: one hidden layer of 256 × width.
+    64 × width, 2 layers of 4 heads, MLP ratio 2, mean-pooled tokens (ViT App. D.3). vit-local:
+    the same ViT with attention limited to a 3×3 window of patches. mlp: one hidden layer of
+    256 × width.
     """
     ch = tuple(_w(c, width) for c in (16, 32, 64, 64))
     if arch in ("cnn", "cnn-blur"):

@@ -2,18 +2,19 @@
 
 Cache layout: ``OUT/cache/<claim id>-<key>.json``, where the key hashes the claim's module source,
 the shared study code, the profile, its sizes, the seeds, the torch version, the device and (for
-claims decided by wall-clock timings) the thread count. A changed claim therefore reruns; an unchanged one is read back, so ``--only T3``
-recomputes T3 and the report is rebuilt from every claim cached for the same profile and seeds. A
-damaged cache file (a killed write, an edit) is recomputed with a notice, never trusted. Trained
-models live in ``OUT/cache/runs/`` (see :mod:`archlab.study.training`).
+claims decided by wall-clock timings) the thread count. A changed claim therefore reruns; an
+unchanged one is read back, so ``--only T3`` recomputes T3 and the report is rebuilt from every
+claim cached for the same profile and seeds. A damaged cache file (a killed write, an edit)
+is recomputed with a notice, never trusted. Trained models live in ``OUT/cache/runs/`` (see
+:mod:`archlab.study.training`).
 
 Parallel claims (``--jobs``): the study's models are small, and small models barely use a second
-thread (measured on a 2-core Zen 3, 30 standard-profile steps of each T1 model at 1 vs 2
-threads: LSTM 0.62 vs 0.65 s, GRU 1.74 vs 1.92 s, tanh RNN 1.22 vs 1.02 s, GPT 4.69 vs 2.99 s; a CNN 1.17 vs
-0.84 s). Two claims trained side by side, one thread each, finish sooner than one after the
-other on two threads. So on the CPU the runner starts one worker process per group of claims
-that share trained models (``Claim.models``, or one needs the other's), ``jobs`` at a time,
-each with ``threads // jobs`` threads and ``--only`` its group; the workers write the same per-claim cache
+thread (measured on a 2-core Zen 3, 30 standard-profile steps of each T1 model at 1 vs 2 threads:
+LSTM 0.62 vs 0.65 s, GRU 1.74 vs 1.92 s, tanh RNN 1.22 vs 1.02 s, GPT 4.69 vs 2.99 s; a CNN 1.17
+vs 0.84 s). Two claims trained side by side, one thread each, finish sooner than one after the
+other on two threads. So on the CPU the runner starts one worker process per group of claims that
+share trained models (``Claim.models``, or one needs the other's), ``jobs`` at a time, each with
+``threads // jobs`` threads and ``--only`` its group; the workers write the same per-claim cache
 this process then reads. Claims decided by timings (T2, V4) and the analytic ones run here,
 afterwards, alone on every thread.
 """

@@ -1,4 +1,5 @@
-"""Synthetic probe tasks of the study, as batch samplers for :class:`~archlab.study.training.StreamTask`.
+"""Synthetic probe tasks of the study, as batch samplers for
+:class:`~archlab.study.training.StreamTask`.
 
 * :class:`Recall` (T1, R3): associative recall at a distance. Key-value pairs scattered through
   noise; at the end a query asks for one key's value, which came ``d`` tokens earlier. Attention

@@ -47,8 +47,9 @@ def receptive_fields(model: nn.Module) -> list[dict[str, Any]]:
             c += ((k - 1) * d / 2 - _padding(mod, k, d)) * j
             r, j = r + (k - 1) * d * j, j * s
             if isinstance(mod, nn.Conv2d):
-                rows.append({"layer": name, "kernel": k, "stride": s, "rf": r, "jump": j,
-                             "centre0": c})  # fmt: skip
+                rows.append(
+                    {"layer": name, "kernel": k, "stride": s, "rf": r, "jump": j, "centre0": c}
+                )
     return rows
 
 
@@ -104,5 +105,10 @@ def uniform_attention_distance(grid: int, patch: int) -> float:
     return sum(math.dist(a, b) for a in pts for b in pts) / len(pts) ** 2
 
 
-__all__ = ["conv_outputs", "effective_rf", "receptive_fields", "uniform_attention_distance",
-           "window_mean_distance"]  # fmt: skip
+__all__ = [
+    "conv_outputs",
+    "effective_rf",
+    "receptive_fields",
+    "uniform_attention_distance",
+    "window_mean_distance",
+]

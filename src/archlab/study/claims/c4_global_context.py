@@ -104,8 +104,8 @@ def run(ctx: StudyContext) -> dict[str, Any]:
             stream = StreamTask(sample, loss, lambda m: {"near": per_distance(m)[0]}, seed)
             train = recipe(max_steps=s["steps"], batch_size=s["batch"], lr=s["lr"])
             data = {"task": "two-marks", "image": s["image"], "mark": s["mark"], "distances": dists}
-            f = fit(ctx, f"c4-{name.replace(' ', '-').lower()}-s{seed}", arch, cfg, stream,
-                    train, seed=seed, data_key=data)  # fmt: skip
+            run_id = f"c4-{name.replace(' ', '-').lower()}-s{seed}"
+            f = fit(ctx, run_id, arch, cfg, stream, train, seed=seed, data_key=data)
             acc[name].append(per_distance(f.model))
             if arch == "cnn":
                 rf[name] = receptive_fields(f.model)[-1]["rf"]

@@ -30,8 +30,8 @@ from archlab.study.vision import receptive_fields, uniform_attention_distance, w
 QUOTE = (
     "Transformers process entire input sequences (or sets of image patches) simultaneously, "
     "allowing them to capture relationships between any two parts of an image, regardless of their "
-    "spatial distance. This global view can lead to a more comprehensive understanding of the image "
-    "as a whole."
+    "spatial distance. This global view can lead to a more comprehensive understanding of the "
+    "image as a whole."
 )
 
 
@@ -94,8 +94,11 @@ def run(ctx: StudyContext) -> dict[str, Any]:
 
 def verdict(m: Mapping[str, Any]) -> Verdict:
     if not m["acc_local"]:  # the ViT failed its control, so the ablation was not trained
-        effect = mean_effect(m["acc"], "ViT test accuracy (the local-attention ablation is "
-                             "trained only once the ViT passes its control)")  # fmt: skip
+        effect = mean_effect(
+            m["acc"],
+            "ViT test accuracy (the local-attention ablation is "
+            "trained only once the ViT passes its control)",
+        )
         ctrl = f"ViT {np.mean(m['acc']):.3f} (≥ {m['control']:.2f})"
         checks = {"positive_control": "fail"}
         return undertrained("the ViT's global view", ctrl, effect, checks, "dosovitskiy2020")

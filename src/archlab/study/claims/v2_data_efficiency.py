@@ -70,8 +70,10 @@ def run(ctx: StudyContext) -> dict[str, Any]:
             t[arch] = [f.train_s for f in fits]
             bar.update(len(ctx.seeds))
         ks = [budget_steps(k, c, v) for c, v in zip(t["cnn"], t["vit"], strict=True)]
-        fits = [image_fit(ctx, "vit", seed, pool, n_train=n, steps=kk)
-                for seed, kk in zip(ctx.seeds, ks, strict=True)]  # fmt: skip
+        fits = [
+            image_fit(ctx, "vit", seed, pool, n_train=n, steps=kk)
+            for seed, kk in zip(ctx.seeds, ks, strict=True)
+        ]
         done[i] = (a, t, [float(f.final["accuracy"]) for f in fits], ks)
         bar.update(len(ctx.seeds))
         if i == order[0] and not all(np.mean(a[x]) >= IMAGE_CONTROL[x] for x in ARCHS):
