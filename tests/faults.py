@@ -360,8 +360,8 @@ def reference(config: Config, out: Path, log: Path) -> float:
 # ------------------------------------------------------------------------------ the study
 def study(out: Path, only: str) -> Callable[[], int]:
     """A child body: what ``archlab study --only ONLY --out OUT`` runs (the command's own
-    function), at the tiny profile the tests use (a hidden profile: seconds, not minutes), one
-    thread, offline."""
+    function), at the tiny profile the tests use (seconds, not minutes), one thread, one
+    process (``--jobs 1``), offline."""
 
     def body() -> int:
         import argparse
@@ -376,6 +376,7 @@ def study(out: Path, only: str) -> Callable[[], int]:
             no_cache=False,
             device="cpu",
             threads=1,
+            jobs=1,  # one process: the kill points are in this child, not in workers
             offline=True,
             no_progress=True,
         )
