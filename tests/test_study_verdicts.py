@@ -258,9 +258,20 @@ def _c4(base, shallow=(1.0, 0.5), deep=(1.0, 0.95), vit=(1.0, 0.95)):
 def test_c4_every_status(base):
     assert _short("C4", _c4(base)) == "supported within scope"  # limited by the field
     assert _short("C4", _c4(base, deep=(1.0, 0.5))) == "supported"  # even a full field fails
+    partial = _v("C4", _c4(base, deep=(1.0, 0.8)))  # a full field relates them only in part
+    assert partial.short == "supported" and "only in part" in partial.label
     assert _short("C4", _c4(base, shallow=(1.0, 0.95))) == "contradicted"
     assert _short("C4", _c4(base, deep=(1.0, 0.5), vit=(1.0, 0.5))) == "inconclusive: within noise"
     assert _short("C4", _c4(base, deep=(0.6, 0.5))) == "inconclusive: undertrained"
+    # The control reads the nearest pairs only: inside the shallow field but beyond its
+    # effective one the accuracy may fall (Luo et al. 2016) without failing the control.
+    m = _c4(base)
+    for a in m["acc"]["shallow CNN"]:
+        a[1:] = [0.5] * (len(a) - 1)
+    assert _v("C4", m).checks["positive_control"] == "pass"
+    for a in m["acc"]["deep CNN"]:
+        a[0] = 0.6
+    assert _short("C4", m) == "inconclusive: undertrained"
     near_only = copy.deepcopy(base["C4"])
     near_only["span"] = [1 for _ in near_only["span"]]
     assert _short("C4", near_only) == "inconclusive: out of range"

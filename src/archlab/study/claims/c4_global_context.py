@@ -5,7 +5,10 @@ apart, horizontally or vertically; is it the same mark twice? Three models are t
 distances at once (fresh images every step, ≥ 1,000 steps in the standard profile) through
 archlab's Trainer: a shallow CNN whose receptive field (18 px) covers a near pair but not a far one,
 a deep CNN whose field (38 px) covers the whole canvas, and a ViT. Both CNNs must first solve the
-near pairs (positive control: ≥ 0.9); then the far-pair accuracies decide. A unit that never sees
+nearest pairs, whose span lies well inside both fields (positive control: ≥ 0.9); then the
+far-pair accuracies decide. The control is not "every pair inside the theoretical field": a
+unit's effective field is a Gaussian far narrower than its theoretical one (Luo et al. 2016),
+so a shallow CNN's accuracy already falls inside its 18 px field, which is part of the finding. A unit that never sees
 both marks cannot compare them after global pooling and a linear head (tasks.TwoMarks), so the
 shallow CNN is expected at chance far away; what the claim needs to settle is whether a CNN
 *whose field covers the image* also fails (Kim, Ricci & Serre 2018) or not.
@@ -37,7 +40,7 @@ QUOTE = (
     "understanding of the image."
 )
 MODELS = ("shallow CNN", "deep CNN", "ViT")
-CONTROL = 0.9  # both CNNs on near pairs
+CONTROL = 0.9  # both CNNs on the nearest pairs
 LEARNT = 0.9  # far-pair accuracy that counts as "relates them"
 CHANCE_BAND = 0.6  # at or below: near chance (0.5)
 
@@ -173,11 +176,12 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
     deep = _per_seed(m, "deep CNN", far)
     vit = _per_seed(m, "ViT", far) if m["acc"]["ViT"] else deep  # not trained: no difference
     vit_vs_deep = paired(vit, deep, "far-pair accuracy, ViT − deep CNN")
-    control_ok = a["shallow CNN"][0] >= m["control"] and a["deep CNN"][0] >= m["control"]
+    nearest = {n: float(np.mean(_per_seed(m, n, [0]))) for n in ("shallow CNN", "deep CNN")}
+    control_ok = min(nearest.values()) >= m["control"]
     checks["positive_control"] = "pass" if control_ok else "fail"
     ctrl = (
-        f"near-pair accuracy (spans ≤ {rf['shallow CNN']} px, ≥ {m['control']}): shallow "
-        f"CNN {a['shallow CNN'][0]:.2f}, deep CNN {a['deep CNN'][0]:.2f}"
+        f"accuracy on the nearest pairs (span {m['span'][0]} px, ≥ {m['control']}): shallow "
+        f"CNN {nearest['shallow CNN']:.2f}, deep CNN {nearest['deep CNN']:.2f}"
     )
     facts = (
         "accuracy on near → far pairs: "
@@ -215,11 +219,17 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
             "distance between the parts",
         )
     if sh_far <= CHANCE_BAND and side(vit_vs_deep) > 0 and vit_far >= LEARNT:
+        deep_says = (
+            f"both CNNs stay near chance (shallow {sh_far:.2f}, deep {deep_far:.2f}, although "
+            "the deep one's field covers the image)"
+            if deep_far <= CHANCE_BAND
+            else f"the shallow CNN stays near chance ({sh_far:.2f}) and the deep CNN, whose "
+            f"field covers the image, relates them only in part ({deep_far:.2f})"
+        )
         return Verdict(
             "supported",
-            f"Supported: far apart, both CNNs stay near chance (shallow {sh_far:.2f}, deep "
-            f"{deep_far:.2f}, although the deep one's field covers the image) while the ViT "
-            f"relates the marks ({vit_far:.2f}).",
+            f"Supported: far apart, {deep_says}, while the ViT relates the marks "
+            f"({vit_far:.2f}).",
             facts,
             vit_vs_deep,
             checks,
@@ -286,7 +296,7 @@ def method(m: Mapping[str, Any]) -> str:
         f"stages, field {m['rf']['deep CNN']} px) and a ViT (patch {m['mark']}) are trained on "
         f"all distances at once for {m['steps']} steps × {m['batch']} fresh images through "
         f"archlab's Trainer ({len(m['acc']['shallow CNN'])} seeds) and tested per distance; the "
-        "ViT only once both CNNs pass their near-pair control."
+        "ViT only once both CNNs pass their control on the nearest pairs."
     )
 
 
