@@ -1,13 +1,13 @@
 """Where gpt-nano's fp32 training step goes on this CPU (issue 13, item 6).
 
 One process: the fp32 matmul peak measured here (2048³, best of ~2 s), then the gpt-nano recipe's
-training step (batch 32 × 64 tokens, the model and loss archlab trains, fused AdamW, clipping)
+training step (the recipe's batch × 64 tokens, the model and loss archlab trains, fused AdamW, clipping)
 run through ``torch.profiler``; self CPU time is grouped into matmuls, attention, GELU, LayerNorm,
 copies, cross-entropy, optimizer and the rest. Tokens/s is timed without the profiler, and MFU is
 the PaLM estimate of model FLOPs per token (6N + 12·L·T·d, Chowdhery et al. 2022 App. B) × tokens/s
 over the measured fp32 peak. Writes ``benchmarks/results/profile_gpt_nano.json``.
 
-Run: ``PYTHONPATH=src python benchmarks/profile_gpt_nano.py [--threads N] [--batch 32]``
+Run: ``PYTHONPATH=src python benchmarks/profile_gpt_nano.py [--threads N] [--batch B]``
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ GROUPS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, help="default: the physical cores")
-    ap.add_argument("--batch", type=int, default=32)
+    from archlab.train.recipes import RECIPES
+
+    r = RECIPES["gpt-nano"].train
+    ap.add_argument("--batch", type=int, default=r["batch_size"], help="default: the recipe's")
     ap.add_argument("--steps", type=int, default=30)
     args = ap.parse_args()
     from archlab.hardware import physical_cores
@@ -48,7 +51,7 @@ def main() -> None:
     machine = machine_record(threads)
     torch.manual_seed(0)
     model = create_model("gpt-nano", vocab_size=66)
-    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=6e-3, betas=(0.9, 0.99), fused=True)
+    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=r["lr"], betas=r["betas"], fused=True)
     x = torch.randint(66, (args.batch, 65))
 
     def step() -> None:

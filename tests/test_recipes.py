@@ -62,7 +62,7 @@ def test_layering_and_origins():
     )
     assert res.arch == res.recipe == "gpt-nano"
     assert res.train["lr"] == 1e-3 and res.origins["train.lr"] == "flag"
-    assert res.train["batch_size"] == 32 and res.origins["train.batch_size"] == "recipe"
+    assert res.train["batch_size"] == 12 and res.origins["train.batch_size"] == "recipe"
     assert res.origins["train.seed"] == "default"
     # the recipe's budget is a wall-clock budget with no step cap
     assert res.train["max_time"] == RECIPES["gpt-nano"].budget["max_time"]
