@@ -1,11 +1,11 @@
 """Where gpt-nano's fp32 training step goes on this CPU (issue 13, item 6).
 
 One process: the fp32 matmul peak measured here (2048³, best of ~2 s), then the gpt-nano recipe's
-training step (the recipe's batch × 64 tokens, the model and loss archlab trains, fused AdamW, clipping)
-run through ``torch.profiler``; self CPU time is grouped into matmuls, attention, GELU, LayerNorm,
-copies, cross-entropy, optimizer and the rest. Tokens/s is timed without the profiler, and MFU is
-the PaLM estimate of model FLOPs per token (6N + 12·L·T·d, Chowdhery et al. 2022 App. B) × tokens/s
-over the measured fp32 peak. Writes ``benchmarks/results/profile_gpt_nano.json``.
+training step (the recipe's batch × 64 tokens, the model and loss archlab trains, fused AdamW,
+clipping) run through ``torch.profiler``; self CPU time is grouped into matmuls, attention, GELU,
+LayerNorm, copies, cross-entropy, optimizer and the rest. Tokens/s is timed without the profiler,
+and MFU is the PaLM estimate of model FLOPs per token (6N + 12·L·T·d, Chowdhery et al. 2022 App. B)
+× tokens/s over the measured fp32 peak. Writes ``benchmarks/results/profile_gpt_nano.json``.
 
 Run: ``PYTHONPATH=src python benchmarks/profile_gpt_nano.py [--threads N] [--batch B]``
 """

@@ -2,16 +2,16 @@
 
 Same or different (:class:`archlab.study.tasks.TwoMarks`): two 4 px marks on a 32 px canvas, d px
 apart, horizontally or vertically; is it the same mark twice? Three models are trained on all
-distances at once (fresh images every step, ≥ 1,000 steps in the standard profile) through
-archlab's Trainer: a shallow CNN whose receptive field (18 px) covers a near pair but not a far one,
-a deep CNN whose field (38 px) covers the whole canvas, and a ViT. Both CNNs must first solve the
-nearest pairs, whose span lies well inside both fields (positive control: ≥ 0.9); then the
-far-pair accuracies decide. The control is not "every pair inside the theoretical field": a
-unit's effective field is a Gaussian far narrower than its theoretical one (Luo et al. 2016),
-so a shallow CNN's accuracy already falls inside its 18 px field, which is part of the finding. A unit that never sees
+distances at once (fresh images every step, ≥ 1,000 steps in the standard profile) through archlab's
+Trainer: a shallow CNN whose receptive field (18 px) covers a near pair but not a far one, a deep
+CNN whose field (38 px) covers the whole canvas, and a ViT. Both CNNs must first solve the nearest
+pairs, whose span lies well inside both fields (positive control: ≥ 0.9); then the far-pair
+accuracies decide. The control is not "every pair inside the theoretical field": a unit's effective
+field is a Gaussian far narrower than its theoretical one (Luo et al. 2016), so a shallow CNN's
+accuracy already falls inside its 18 px field, which is part of the finding. A unit that never sees
 both marks cannot compare them after global pooling and a linear head (tasks.TwoMarks), so the
-shallow CNN is expected at chance far away; what the claim needs to settle is whether a CNN
-*whose field covers the image* also fails (Kim, Ricci & Serre 2018) or not.
+shallow CNN is expected at chance far away; what the claim needs to settle is whether a CNN *whose
+field covers the image* also fails (Kim, Ricci & Serre 2018) or not.
 """
 
 from __future__ import annotations
@@ -228,8 +228,7 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
         )
         return Verdict(
             "supported",
-            f"Supported: far apart, {deep_says}, while the ViT relates the marks "
-            f"({vit_far:.2f}).",
+            f"Supported: far apart, {deep_says}, while the ViT relates the marks ({vit_far:.2f}).",
             facts,
             vit_vs_deep,
             checks,
