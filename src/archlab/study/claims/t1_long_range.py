@@ -29,6 +29,7 @@ from archlab.study.plots import band, subplots, to_png
 from archlab.study.pools import (
     RECALL,
     RECALL_ARCHS,
+    RECALL_LR_SCALE,
     TEXT,
     TEXT_ARCHS,
     bigram_loss,
@@ -102,6 +103,7 @@ def run(ctx: StudyContext) -> dict[str, Any]:
         "chance": 1 / r["values"],
         "steps": r["steps"],
         "batch": r["batch"],
+        "lr": {k: r["lr"] * RECALL_LR_SCALE.get(k, 1.0) for k in LABELS},
         "recall": rec,
         "text": txt,
         "text_context": s["text"]["context"],
@@ -313,15 +315,27 @@ def figure(m: Mapping[str, Any]) -> bytes:
 
 def method(m: Mapping[str, Any]) -> str:
     p = ", ".join(f"{k} {m['recall'][k]['params']:,}" for k in LABELS)
+    lr = m.get("lr", {})
+    rates = sorted(set(lr.values()))
+    lrs = (
+        f" at learning rate {rates[-1]:g}"
+        + "".join(
+            f" ({', '.join(k for k, v in lr.items() if v == x)} at {x:g}: its gradients "
+            "explode at the higher rate, Pascanu et al. 2013)"
+            for x in rates[:-1]
+        )
+        if lr
+        else ""
+    )
     return (
         "Delayed recall: a value token follows a marker; d tokens later a query asks for it "
         f"(chance {m['chance']:.3f}). Five language models with matched parameters ({p}) are "
-        f"trained through archlab's Trainer for {m['steps']} steps of {m['batch']} sequences, one "
-        f"distance per batch drawn from {m['distances']}, and tested per distance; the answer is "
-        "the model's next-token prediction at the query among the value tokens. On real text "
-        f"({m['text_source']}), an LSTM and a GPT of matched size are trained for "
-        f"{m['text_steps']} steps on {m['text_context']}-character windows and scored per "
-        "position (the loss at position t uses t + 1 characters of context)."
+        f"trained through archlab's Trainer for {m['steps']} steps of {m['batch']} sequences"
+        f"{lrs}, one distance per batch drawn from {m['distances']}, and tested per "
+        "distance; the answer is the model's next-token prediction at the query among the "
+        f"value tokens. On real text ({m['text_source']}), an LSTM and a GPT of matched size "
+        f"are trained for {m['text_steps']} steps on {m['text_context']}-character windows "
+        "and scored per position (the loss at position t uses t + 1 characters of context)."
     )
 
 
