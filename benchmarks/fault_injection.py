@@ -37,7 +37,7 @@ for p in (ROOT, ROOT / "src"):
 
 import torch  # noqa: E402
 
-from archlab.hardware import cpu_flags  # noqa: E402
+from archlab.machine import cpu_summary  # noqa: E402
 from tests import faults  # noqa: E402
 from tests.fuzzing import write_idx_dataset  # noqa: E402
 
@@ -170,7 +170,7 @@ def main() -> None:
             "bit_identical": all(not r["problems"] for r in training.values()),
             "study_same_results": study["same_results"],
         },
-        "cpu": {"model": _cpu_model(), "flags": sorted(cpu_flags())},
+        "cpu": cpu_summary(),
         "torch": torch.__version__,
         "threads": 1,
         "seed": args.seed,
@@ -181,16 +181,6 @@ def main() -> None:
 
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["totals"]))
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from hypothesis import HealthCheck, seed, settings  # noqa: E402
 
 import tests.test_fuzz_cli as suite  # noqa: E402
-from archlab.hardware import cpu_flags  # noqa: E402
+from archlab.machine import cpu_summary  # noqa: E402
 from tests import fuzzing  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -129,7 +129,7 @@ def main() -> None:
             "case_address_space_bytes": fuzzing.CASE_MEMORY,
         },
         "hypothesis": {"seed": args.seed, "scale": args.scale},
-        "cpu": {"model": _cpu_model(), "flags": sorted(cpu_flags())},
+        "cpu": cpu_summary(),
         "torch": torch.__version__,
         "threads": 1,
         "wall_s": round(time.perf_counter() - t0, 1),
@@ -138,16 +138,6 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("cases_total", "tracebacks", "wall_s")}))
     print(f"failures: {len(rec.failures)}")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 if __name__ == "__main__":

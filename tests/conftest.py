@@ -52,6 +52,24 @@ def cli():
 
 
 @pytest.fixture
+def main_cli(capsys):
+    """``archlab ARGS`` in this process: ``main_cli(*args)`` -> CompletedProcess-like (returncode,
+    stdout, stderr); argparse's errors exit through SystemExit(2), caught here."""
+    from archlab.cli import main
+
+    def call(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        try:
+            rc = main(list(args))
+        except SystemExit as e:
+            rc = e.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), rc, out, err)
+
+    return call
+
+
+@pytest.fixture
 def one_thread():
     """Tiny models run fastest on one thread (and the CI machine is shared); restored after.
     Modules that want it for every test say

@@ -1,9 +1,9 @@
 """Issue 14 regressions through the CLI: bad input is one line on stderr and exit code 2, never a
 traceback, a hang or a silent exit; nothing the user had is touched.
 
-The headline cases run the real CLI in a subprocess (``cli``: exit status, stderr, interpreter
-exit paths such as SystemExit); their variants run the same ``main`` in-process (``_main``), which
-skips the ~3 s interpreter and torch start-up on this shared machine.
+The headline cases run the real CLI in a subprocess (``cli``: exit status, stderr, interpreter exit
+paths such as SystemExit); their variants run the same ``main`` in-process (conftest's
+``main_cli``), which skips the ~3 s interpreter and torch start-up on this shared machine.
 """
 
 from __future__ import annotations
@@ -26,22 +26,6 @@ TINY_IMAGE = [
 ENV = {"OMP_NUM_THREADS": "1"}
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models, 1 thread
-
-
-class _Result:
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-def _main(capsys, *args: str) -> _Result:
-    """``archlab ARGS`` in this process (argparse errors exit through SystemExit(2))."""
-    capsys.readouterr()
-    try:
-        rc = main(list(args))
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return _Result(rc, out, err)
 
 
 def _one_line_exit_2(r, *must: str) -> str:
@@ -109,7 +93,7 @@ DAMAGE = [
 
 @pytest.mark.parametrize("task,kind", DAMAGE)
 def test_resume_of_a_damaged_run_refuses_and_touches_nothing(
-    task, kind, lm_run, image_run, corpus, tmp_path, cli, capsys
+    task, kind, lm_run, image_run, corpus, tmp_path, cli, main_cli
 ):
     """A copy of a trained run with a file deleted or corrupted: --resume must not train from
     scratch over it (issue 14: model.safetensors and metrics.jsonl were overwritten)."""
@@ -119,14 +103,14 @@ def test_resume_of_a_damaged_run_refuses_and_touches_nothing(
     before = _snapshot(run)
     base = [*TINY_LM, "--data", str(corpus)] if task == "lm" else TINY_IMAGE
     args = [*base, "--resume", "--max-steps", "3", "--out", str(run)]
-    r = cli(*args, env=ENV) if kind == "no config.json" else _main(capsys, *args)
+    r = cli(*args, env=ENV) if kind == "no config.json" else main_cli(*args)
     _one_line_exit_2(r, str(run))
     assert _snapshot(run) == before
 
 
 # ------------------------------------------------------------------------------ tracebacks
-def test_layernorm_without_affine_prints_its_table(capsys):
-    r = _main(capsys, "cost", "layernorm", "--normalized-shape", "512", "--no-elementwise-affine")
+def test_layernorm_without_affine_prints_its_table(main_cli):
+    r = main_cli("cost", "layernorm", "--normalized-shape", "512", "--no-elementwise-affine")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "Parameters\n  (none)\n  total: 0 params" in r.stdout
 
@@ -173,9 +157,9 @@ def test_out_that_cannot_be_created_is_one_line(corpus, cli):
         (["--top-k", "0"], "top_k"),
     ],
 )
-def test_generate_sampling_options_are_checked(flags, word, lm_run, cli, capsys):
+def test_generate_sampling_options_are_checked(flags, word, lm_run, cli, main_cli):
     args = ["generate", str(lm_run), "--max-new-tokens", "3", *flags]
-    r = cli(*args) if flags == ["--temperature", "nan"] else _main(capsys, *args)
+    r = cli(*args) if flags == ["--temperature", "nan"] else main_cli(*args)
     _one_line_exit_2(r, word)
 
 
@@ -193,37 +177,35 @@ def test_sampling_is_checked_in_the_library():
 
 
 # ------------------------------------------------------------------------------ messages
-def test_a_flag_the_chosen_arch_lacks_lists_its_flags(cli, capsys, tmp_path):
+def test_a_flag_the_chosen_arch_lacks_lists_its_flags(cli, main_cli, tmp_path):
     """--channels is the CNN's; a ResNet's are --widths/--blocks (the message named a `blocks`
     flag as if the user had typed it, and listed config fields that are not flags)."""
     r = cli("train", "image", "--arch", "resnet", "--channels", "4,8", "--out", str(tmp_path / "o"))
     line = _one_line_exit_2(r, "--channels", "--arch resnet", "--widths", "--blocks")
     assert "image_size" not in line and "num_classes" not in line
     assert not (tmp_path / "o").exists()
-    r = _main(
-        capsys, "train", "lm", "--arch", "lstm-char", "--heads", "2", "--out", str(tmp_path / "o")
-    )
+    r = main_cli("train", "lm", "--arch", "lstm-char", "--heads", "2", "--out", str(tmp_path / "o"))
     _one_line_exit_2(r, "--heads", "lstm-char", "--hidden-size")
 
 
-def test_eval_of_a_file_says_it_is_not_a_run_directory(capsys, tmp_path):
+def test_eval_of_a_file_says_it_is_not_a_run_directory(main_cli, tmp_path):
     (tmp_path / "f.txt").write_text("x")
-    line = _one_line_exit_2(_main(capsys, "eval", str(tmp_path / "f.txt")), "not a run directory")
+    line = _one_line_exit_2(main_cli("eval", str(tmp_path / "f.txt")), "not a run directory")
     assert "does not exist" not in line
-    _one_line_exit_2(_main(capsys, "eval", str(tmp_path / "nope")), "does not exist")
+    _one_line_exit_2(main_cli("eval", str(tmp_path / "nope")), "does not exist")
 
 
 @pytest.mark.parametrize("task", ["lm", "image"])
 def test_empty_data_or_out_is_refused_not_read_as_the_current_folder(
-    task, capsys, tmp_path, monkeypatch
+    task, main_cli, tmp_path, monkeypatch
 ):
     base = [*TINY_LM] if task == "lm" else ["train", "image", "--arch", "mlp", "--no-progress"]
     (tmp_path / "mine.txt").write_text("the user's file\n")
     monkeypatch.chdir(tmp_path)
-    _one_line_exit_2(_main(capsys, *base, "--data", "", "--out", "o"), "--data")
-    _one_line_exit_2(_main(capsys, *base, "--out", "", "--max-steps", "1"), "--out")
+    _one_line_exit_2(main_cli(*base, "--data", "", "--out", "o"), "--data")
+    _one_line_exit_2(main_cli(*base, "--out", "", "--max-steps", "1"), "--out")
     if task == "image":
-        _one_line_exit_2(_main(capsys, *base, "--teacher", "", "--out", "o"), "--teacher")
+        _one_line_exit_2(main_cli(*base, "--teacher", "", "--out", "o"), "--teacher")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
 
 
@@ -238,8 +220,8 @@ def test_empty_data_or_out_is_refused_not_read_as_the_current_folder(
         (["--label-smoothing", "x"], "--label-smoothing"),
     ],
 )
-def test_generated_flags_name_themselves_once(flags, word, capsys, tmp_path):
-    r = _main(capsys, "train", "image", "--arch", "vit", *flags, "--out", str(tmp_path / "o"))
+def test_generated_flags_name_themselves_once(flags, word, main_cli, tmp_path):
+    r = main_cli("train", "image", "--arch", "vit", *flags, "--out", str(tmp_path / "o"))
     line = _one_line_exit_2(r, word)
     assert line.count(word) == 1, line  # "argument --x: --x: ..." named it twice
 
@@ -274,14 +256,14 @@ def test_word_corpus_with_too_many_distinct_words_is_one_line_fast(cli, tmp_path
 # ------------------------------------------------------------------- kept fixed (issue 14)
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize("task", ["lm", "image"])
-def test_device_cuda_without_cuda_is_one_line(task, corpus, capsys, tmp_path):
+def test_device_cuda_without_cuda_is_one_line(task, corpus, main_cli, tmp_path):
     base = [*TINY_LM, "--data", str(corpus)] if task == "lm" else TINY_IMAGE
-    r = _main(capsys, *base, "--device", "cuda", "--max-steps", "1", "--out", str(tmp_path / "o"))
+    r = main_cli(*base, "--device", "cuda", "--max-steps", "1", "--out", str(tmp_path / "o"))
     _one_line_exit_2(r, "--device cuda")
     assert not (tmp_path / "o").exists()
 
 
-def test_val_size_0_is_refused_before_training(capsys, tmp_path):
-    r = _main(capsys, *TINY_IMAGE, "--val-size", "0", "--out", str(tmp_path / "o"))
+def test_val_size_0_is_refused_before_training(main_cli, tmp_path):
+    r = main_cli(*TINY_IMAGE, "--val-size", "0", "--out", str(tmp_path / "o"))
     _one_line_exit_2(r, "--val-size")
     assert not (tmp_path / "o").exists()

@@ -346,53 +346,16 @@ def test_vit_shape_flags_reach_the_model(tmp_path, capsys):
     import archlab.models
 
     run = tmp_path / "vit"
-    rc, _, _ = _run(
-        "train",
-        "image",
-        "--arch",
-        "vit",
-        "--data",
-        "fashion-mnist-subset",
-        "--patch-size",
-        "7",
-        "--layers",
-        "1",
-        "--d-model",
-        "16",
-        "--heads",
-        "2",
-        "--pool",
-        "mean",
-        "--mlp-ratio",
-        "2",
-        "--patch-tokenizer",
-        "spt",
-        "--lsa",
-        "--max-steps",
-        "2",
-        "--no-progress",
-        "--out",
-        str(run),
-        capsys=capsys,
-    )
+    vit = "train image --arch vit --data fashion-mnist-subset".split()
+    shape = "--patch-size 7 --layers 1 --d-model 16 --heads 2 --pool mean --mlp-ratio 2"
+    extra = "--patch-tokenizer spt --lsa --max-steps 2 --no-progress"
+    rc, _, _ = _run(*vit, *shape.split(), *extra.split(), "--out", str(run), capsys=capsys)
     assert rc == 0
     m = archlab.models.load(run)
     assert m.config.pool == "mean" and m.cls_token is None and m.config.tokenizer == "spt"
     assert m.config.lsa and m.blocks[0].attn.scale.shape == (2,)
     assert m.blocks[0].mlp.fc.out_features == 32  # 2 x d_model
-    rc, _, err = _run(
-        "train",
-        "image",
-        "--arch",
-        "vit",
-        "--data",
-        "fashion-mnist-subset",
-        "--pool",
-        "max",
-        "--out",
-        str(tmp_path / "bad"),
-        capsys=capsys,
-    )
+    rc, _, err = _run(*vit, "--pool", "max", "--out", str(tmp_path / "bad"), capsys=capsys)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "pool" in err
 
 

@@ -35,19 +35,15 @@ def run(corpus, tmp_path_factory) -> Path:
     return out
 
 
-def _err(capsys, *argv: str) -> str:
-    capsys.readouterr()
-    try:
-        rc = main(list(argv))
-    except SystemExit as e:
-        rc = e.code
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and err and "Traceback" not in "\n".join(err), (rc, err)
+def _err(main_cli, *argv: str) -> str:
+    r = main_cli(*argv)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and err and "Traceback" not in r.stderr, (r.returncode, err)
     return err[-1]
 
 
-def test_a_path_too_long_is_one_line(capsys):
-    line = _err(capsys, "eval", "x" * 300)
+def test_a_path_too_long_is_one_line(main_cli):
+    line = _err(main_cli, "eval", "x" * 300)
     assert line.startswith("archlab eval: error: ") and "File name too long" in line
 
 
@@ -63,27 +59,27 @@ def test_a_path_too_long_is_one_line(capsys):
         (["--seed", "1" + "0" * 25], ["seed must be an integer in [-2**63, 2**64)"]),
     ],
 )
-def test_sizes_past_memory_are_one_line_and_leave_no_run(flags, words, corpus, tmp_path, capsys):
+def test_sizes_past_memory_are_one_line_and_leave_no_run(flags, words, corpus, tmp_path, main_cli):
     """Sizes that cannot fit were a RuntimeError from the allocator, a hang building 10^12
     layers, or an abort inside the BPE trainer (past any handler). Now each is one line, before
     anything is allocated where it can be known, and the new --out is left absent."""
     out = tmp_path / "o"
     line = _err(
-        capsys, "train", "lm", *GPT, *QUICK, "--data", str(corpus), *flags, "--out", str(out)
+        main_cli, "train", "lm", *GPT, *QUICK, "--data", str(corpus), *flags, "--out", str(out)
     )
     assert all(w in line for w in words), line
     assert not out.exists()
 
 
 def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_out_empty(
-    corpus, tmp_path, capsys
+    corpus, tmp_path, main_cli
 ):
     """A tokenizer.json left by a failed start made --out a foreign folder the corrected command
     refused. An empty folder given as --out stays, empty."""
     (tmp_path / "empty").mkdir()
     for out in (tmp_path / "new", tmp_path / "empty"):
         bad = ["--max-seq-len", "16"]  # learned positions need max_seq_len == block_size (8)
-        _err(capsys, "train", "lm", *GPT, *QUICK, "--data", str(corpus), *bad, "--out", str(out))
+        _err(main_cli, "train", "lm", *GPT, *QUICK, "--data", str(corpus), *bad, "--out", str(out))
         assert not out.exists() or not any(out.iterdir())
         assert main(["train", "lm", *GPT, *QUICK, "--data", str(corpus), "--out", str(out)]) == 0
 
@@ -179,7 +175,7 @@ def test_an_image_claiming_huge_size_is_one_line(tmp_path):
             load_image_file(p, 1, 28)
 
 
-def test_out_of_memory_anywhere_is_one_line(monkeypatch, capsys):
+def test_out_of_memory_anywhere_is_one_line(monkeypatch, main_cli):
     """The CLI's last line of defence: an allocation failure in any command is one line."""
     import archlab.commands.cost as cost
 
@@ -189,7 +185,7 @@ def test_out_of_memory_anywhere_is_one_line(monkeypatch, capsys):
         )
 
     monkeypatch.setitem(cost.LAYERS, "linear", (boom, *cost.LAYERS["linear"][1:]))
-    line = _err(capsys, "cost", "linear", "--in-features", "2", "--out-features", "3")
+    line = _err(main_cli, "cost", "linear", "--in-features", "2", "--out-features", "3")
     assert line == (
         "archlab cost: error: out of memory (an allocation of 7,450.6 GiB failed); use smaller "
         "sizes (--batch-size, --block-size, the model's) or free memory"
@@ -217,24 +213,24 @@ def test_meta_device_is_left_alone():
         (["--train-seconds", "0"], "--train-seconds"),
     ],
 )
-def test_lab_refuses_an_empty_path_and_a_bad_budget(argv, flag, capsys, tmp_path, monkeypatch):
+def test_lab_refuses_an_empty_path_and_a_bad_budget(argv, flag, main_cli, tmp_path, monkeypatch):
     """``archlab lab --models-dir ''`` wrote its example images into the current folder (an empty
     path is ``.``); a NaN budget failed later, in the training thread, as a traceback."""
     monkeypatch.chdir(tmp_path)
-    line = _err(capsys, "lab", *argv)
+    line = _err(main_cli, "lab", *argv)
     assert line.startswith("archlab lab: error: ") and flag in line, line
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("task", [None, 3, "x"])
-def test_a_run_config_with_a_bad_task_is_one_line(task, run, tmp_path, capsys):
+def test_a_run_config_with_a_bad_task_is_one_line(task, run, tmp_path, main_cli):
     """config.json with ``"task": null`` made ``predict`` raise KeyError('None')."""
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     cfg = json.loads((copy / "config.json").read_text())
     (copy / "config.json").write_text(json.dumps({**cfg, "task": task}))
     before = (copy / "config.json").read_bytes()
-    line = _err(capsys, "predict", str(copy), "to be")
+    line = _err(main_cli, "predict", str(copy), "to be")
     assert line.startswith("archlab predict: error: ") and str(copy) in line, line
     assert (copy / "config.json").read_bytes() == before
 
@@ -283,14 +279,14 @@ def test_a_cache_entry_whose_fields_do_not_follow_from_its_metrics_is_recomputed
     assert again["claims"][0]["checks"] == results["claims"][0]["checks"]
 
 
-def test_json_nested_too_deep_is_one_line(run, tmp_path, capsys):
+def test_json_nested_too_deep_is_one_line(run, tmp_path, main_cli):
     """A config.json of 100,000 nested lists raised RecursionError inside json.load."""
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     (copy / "config.json").write_text("[" * 100000 + "]" * 100000)
-    line = _err(capsys, "eval", str(copy))
+    line = _err(main_cli, "eval", str(copy))
     assert "config.json is corrupt" in line and "nested too deep" in line, line
     (copy / "tokenizer.json").write_text('{"a":' * 100000 + "1" + "}" * 100000)
     shutil.copy(run / "config.json", copy / "config.json")
-    line = _err(capsys, "predict", str(copy), "to be")
+    line = _err(main_cli, "predict", str(copy), "to be")
     assert "tokenizer" in line and "nested too deep" in line, line

@@ -41,6 +41,13 @@ def describe_machine() -> dict[str, Any]:
     return d
 
 
+def cpu_summary() -> dict[str, Any]:
+    """The CPU's model name and sorted flags: the short record every benchmark JSON carries."""
+    from archlab.hardware import _cpu_name, cpu_flags
+
+    return {"model": _cpu_name(), "flags": sorted(cpu_flags())}
+
+
 def measure_matmul_peak(
     dtype: torch.dtype = torch.bfloat16,
     n: int = 2048,
@@ -71,4 +78,4 @@ def measure_matmul_peak(
     return flops / best
 
 
-__all__ = ["describe_machine", "measure_matmul_peak"]
+__all__ = ["cpu_summary", "describe_machine", "measure_matmul_peak"]
