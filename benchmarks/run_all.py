@@ -2,8 +2,8 @@
 
 Runs, one after the other on the same machine, each benchmark script — which itself runs the
 README's command for its row (``archlab train ... ; archlab eval ...``) — then collects their
-results into ``benchmarks/results/readme_table.json`` with the CPU (model and flags) and prints
-the markdown table the README shows:
+results into ``benchmarks/results/readme_table_<cpu kind>.json`` with the CPU (model and flags)
+and prints the markdown table the README shows:
 
 * ``lm_shakespeare.py`` — gpt-nano vs nanoGPT's own CPU recipe (``--nanogpt DIR``);
 * ``image_fmnist.py`` — cnn (120 s), the pure ViT (600 s), mlp (30 s);
@@ -68,6 +68,17 @@ def table(sh: dict, img: dict, wt: dict) -> str:
     return "\n".join(rows)
 
 
+def cpu_kind(flags: str) -> str:
+    """The flag that decides our fast path: native bf16 (AVX512-BF16 or AMX), else AVX-512, else
+    AVX2. The README keeps one table per kind, since the same command differs by up to 4× across
+    them."""
+    have = set(flags.split())
+    for kind in ("amx_bf16", "avx512_bf16", "avx512f", "avx2"):
+        if kind in have:
+            return kind
+    return "other"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nanogpt", help="a checkout of karpathy/nanoGPT")
@@ -91,7 +102,7 @@ def main() -> None:
     print(md)
     m = sh["machine"]
     write_result(
-        "readme_table",
+        f"readme_table_{cpu_kind(m.get('cpu_flags') or '')}",  # one table per CPU kind we ran on
         {
             "machine": {
                 k: m.get(k) for k in ("cpu", "cpu_flags", "physical_cores", "torch", "capabilities")

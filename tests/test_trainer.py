@@ -227,8 +227,18 @@ def test_sgd_trainer_is_pytorch_examples_update(streams, momentum):
     """optimizer="sgd" with clipping and a linear schedule is exactly pytorch/examples' update:
     clip the global grad norm, then p -= lr_s * grad, lr_s linear; with momentum m, the heavy-ball
     form (Polyak 1964, as torch.optim.SGD): buf = m * buf + grad, p -= lr_s * buf."""
-    cfg = TrainConfig(max_steps=5, lr=2.0, min_lr=0.5, schedule="linear", optimizer="sgd",
-                      grad_clip=0.25, momentum=momentum, progress=False)  # fmt: skip
+    # fp32: the reference loop below runs in fp32, and ``auto`` picks bf16 on an AVX512-BF16 CPU
+    cfg = TrainConfig(
+        max_steps=5,
+        lr=2.0,
+        min_lr=0.5,
+        schedule="linear",
+        optimizer="sgd",
+        grad_clip=0.25,
+        momentum=momentum,
+        progress=False,
+        precision="fp32",
+    )
     m1, t1, _ = _model_task("lstm", streams, dropout=0.0)
     m2, t2, _ = _model_task("lstm", streams, dropout=0.0)
     Trainer(m1, t1, cfg).fit()
@@ -290,6 +300,7 @@ def test_two_ranks_equal_one_rank(tmp_path):
         "train", "lm", "--arch", "gpt", "--data", str(text), "--layers", "1", "--heads", "2",
         "--d-model", "32", "--block-size", "16", "--batch-size", "8", "--max-steps", "6",
         "--log-interval", "1", "--lr", "3e-3", "--no-progress", "--dropout", "0", "--json",
+        "--precision", "fp32",  # the tolerances are fp32's: auto picks bf16 on AVX512-BF16
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     from archlab.cli import main

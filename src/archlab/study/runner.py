@@ -42,6 +42,7 @@ import torch
 import archlab
 from archlab import __version__
 from archlab.errors import ArchlabError
+from archlab.hardware import resolve_precision
 from archlab.study.claim import MAX_SEEDS, MIN_SEEDS, PROFILES, Claim, get_claim, ledger
 from archlab.study.context import StudyContext
 from archlab.study.measure import rounded
@@ -144,6 +145,9 @@ def claim_key(claim: Claim, opts: StudyOptions, dep_keys: Mapping[str, str]) -> 
             "torch": torch.__version__,
             "device": opts.device,
             "offline": opts.offline,
+            # the precision ``auto`` resolves to here: a claim computed in fp32 on an AVX2 CPU is
+            # not read back as this machine's answer where bf16 is chosen (and the reverse)
+            "precision": resolve_precision("auto", opts.device)[0],
             "deps": dict(dep_keys),
             # Threads decide a timing verdict; elsewhere they only change float rounding, so a
             # claim a worker trained on one thread is read back by a run on two.

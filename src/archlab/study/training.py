@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from archlab.errors import ArchlabError
+from archlab.hardware import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,10 @@ def fit(
         "model": {"name": model_name, "config": dataclasses.asdict(model.config)},
         "study": {"name": name, "data": dict(data_key)},
     }
-    key = _key({"model": meta["model"], "data": dict(data_key), "train": cfg.to_dict()})
+    # ``auto`` resolves per machine (bf16 on AVX512-BF16, fp32 on AVX2): a model trained in one
+    # precision is not the model the other trains, so the resolved value names the run too.
+    prec = resolve_precision(cfg.precision, str(ctx.device))[0]
+    key = _key({"model": meta["model"], "data": dict(data_key), "train": cfg.to_dict(), "p": prec})
     if key in _MEMO:
         return _MEMO[key]
     run_dir = ctx.runs_dir / f"{name}-{key}" if ctx.runs_dir is not None else None
