@@ -68,3 +68,36 @@ def test_text_comes_from_archlab_data_with_the_char_tokenizer():
     assert streams.tokenizer.decode(streams.train[:200].tolist()) == corpus.train[:200]
     x, y = streams.get_batch("train", 3, 16, torch.Generator().manual_seed(0))  # (B, T)
     assert x.shape == y.shape == (3, 16) and torch.equal(x[:, 1:], y[:, :-1])
+
+
+@pytest.mark.parametrize("bf16_fast", [True, False])
+def test_recall_trains_in_fp32_whatever_the_probe_says(monkeypatch, bf16_fast):
+    """T1's recall fits pin fp32 (pools.RECALL_PRECISION): on an AVX512-BF16 CPU ``auto`` would
+    pick bf16, where a 525-step tanh recurrence stayed at chance. Both probe outcomes are forced
+    and the fit's resolved precision read from the Trainer's config."""
+    import dataclasses
+
+    import archlab.hardware as hw
+    from archlab.study import pools
+    from archlab.study.context import StudyContext
+    from archlab.study.training import fit as real_fit
+
+    real = hw.capabilities("cpu")
+    speed = 4.0 if bf16_fast else 0.02  # the Zen 4 and Zen 3 ratios we measured
+    hw.set_capabilities(dataclasses.replace(real, bf16_gflops=real.fp32_gflops * speed))
+    seen = {}
+
+    def spy(ctx, name, arch, cfg, task, train, **kw):
+        seen["train"] = dict(train)
+        seen["resolved"] = hw.resolve_precision(train.get("precision", "auto"), "cpu")[0]
+        return real_fit(ctx, name, arch, cfg, task, train, **kw)
+
+    monkeypatch.setattr(pools, "fit", spy)
+    sizes = pools.RECALL["tiny"]
+    ctx = StudyContext("T1", "tiny", [0], {"recall": sizes}, show_progress=False)
+    try:
+        pools.recall_fit(ctx, "tanh RNN", 0, sizes)
+        assert hw.resolve_precision("auto", "cpu")[0] == ("bf16" if bf16_fast else "fp32")
+    finally:
+        hw.set_capabilities(None)
+    assert seen["train"]["precision"] == "fp32" and seen["resolved"] == "fp32"

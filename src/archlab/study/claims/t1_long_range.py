@@ -30,6 +30,7 @@ from archlab.study.pools import (
     RECALL,
     RECALL_ARCHS,
     RECALL_LR_SCALE,
+    RECALL_PRECISION,
     TEXT,
     TEXT_ARCHS,
     bigram_loss,
@@ -105,6 +106,7 @@ def run(ctx: StudyContext) -> dict[str, Any]:
         "steps": r["steps"],
         "batch": r["batch"],
         "lr": {k: r["lr"] * RECALL_LR_SCALE.get(k, 1.0) for k in LABELS},
+        "precision": RECALL_PRECISION,
         "recall": rec,
         "text": txt,
         "text_context": s["text"]["context"],
@@ -337,11 +339,13 @@ def method(m: Mapping[str, Any]) -> str:
         if lr
         else ""
     )
+    # bf16 loses the binding over a 525-step tanh recurrence (pools.RECALL_PRECISION)
+    prec = f", in {m['precision']} on every machine" if m.get("precision") else ""
     return (
         "Delayed recall: a value token follows a marker; d tokens later a query asks for it "
         f"(chance {m['chance']:.3f}). Five language models with matched parameters ({p}) are "
         f"trained through archlab's Trainer for {m['steps']} steps of {m['batch']} sequences"
-        f"{lrs}, one distance per batch drawn from {m['distances']}, and tested per "
+        f"{lrs}{prec}, one distance per batch drawn from {m['distances']}, and tested per "
         "distance; the answer is the model's next-token prediction at the query among the "
         f"value tokens. On real text ({m['text_source']}), an LSTM and a GPT of matched size "
         f"are trained for {m['text_steps']} steps on {m['text_context']}-character windows "
