@@ -472,6 +472,47 @@ def test_gpt_key_padding_mask_with_a_cache_and_a_bad_shape():
         model(idx, key_padding_mask=real[:, :5])
 
 
+@pytest.mark.parametrize(
+    "positions, attention", [("learned", "sdpa"), ("sinusoidal", "naive"), ("none", "sdpa")]
+)
+def test_gpt_last_only_equals_the_full_forward_in_outputs_gradients_and_cache(positions, attention):
+    model = randomized(build("gpt", positions=positions, attention=attention))
+    idx = torch.randint(0, 11, (3, 16), generator=torch.Generator().manual_seed(8))
+    y = torch.tensor([1, 4, 7])
+
+    def grads(last_only):
+        model.zero_grad()
+        out = model(idx, last_only=True) if last_only else model(idx)[:, -1:]
+        F.cross_entropy(out[:, -1], y).backward()
+        return out, [p.grad.clone() for p in model.parameters()]
+
+    full, g_full = grads(False)
+    last, g_last = grads(True)
+    assert last.shape == (3, 1, 11)
+    torch.testing.assert_close(last, full, atol=1e-5, rtol=0)
+    for a, b in zip(g_last, g_full, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # The saving is real: the last block's MLP sees one position, the first block's all 16.
+    seen = []
+    hooks = [
+        b.mlp.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[1]))
+        for b in model.blocks
+    ]
+    model(idx, last_only=True)
+    for h in hooks:
+        h.remove()
+    assert seen == [16, 1]
+    with torch.no_grad():  # the cache stays whole, padding masks still apply
+        _, cache = model.eval()(idx, use_cache=True, last_only=True)
+        assert cache[-1][0].shape == (3, 2, 16, 8)
+        real = torch.ones(3, 16, dtype=torch.bool)
+        real[1, :6] = False  # left padding
+        masked = model(idx, key_padding_mask=real)[:, -1:]
+        torch.testing.assert_close(
+            model(idx, key_padding_mask=real, last_only=True), masked, atol=1e-5, rtol=0
+        )
+
+
 @pytest.mark.parametrize("name", [*RNN_CELLS, "gpt"])
 def test_inputs_embeds_equals_ids(name):
     model = randomized(build(name, positions="sinusoidal") if name == "gpt" else build(name))

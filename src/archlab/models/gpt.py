@@ -21,6 +21,13 @@ padded batch (left- or right-padded) gives each sequence the logits it gets alon
 ``forward(inputs_embeds=x)`` starts from token embeddings (B, T, C) instead of ids — the entry
 point for gradients with respect to the input:
 ``forward(idx) == forward(inputs_embeds=embed(idx))``.
+
+``forward(idx, last_only=True)`` returns the logits of the last position only, (B, 1, vocab), and
+the final block computes its query, attention and MLP for that position alone (its keys and values
+still cover every position, and the cache is the full one). Equal to ``forward(idx)[:, -1:]`` in
+outputs and gradients (tested); it is what a task scored on the last token needs (the study's
+delayed recall), and what ``generate`` needs from a prompt. In a 2-layer model at 525 tokens the
+last block's T×T attention is half the attention work, so training gets that much cheaper.
 """
 
 from __future__ import annotations
@@ -150,8 +157,10 @@ class CausalSelfAttention(nn.Module):
         x: torch.Tensor,
         past: tuple[torch.Tensor, torch.Tensor] | None = None,
         key_mask: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """``key_mask`` (B, 1, T, P+T) bool, True = may attend (causality included), or None."""
+        """``key_mask`` (B, 1, T, P+T) bool, True = may attend (causality included), or None.
+        ``last_only``: the output for the last query alone, (B, 1, C); keys/values stay whole."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
         q = q.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
@@ -162,7 +171,17 @@ class CausalSelfAttention(nn.Module):
             v = torch.cat((past[1], v), dim=2)  # (B, nh, P+T, hs)
         P = k.size(2) - T  # tokens already in the cache
         p = self.dropout if self.training else 0.0
-        if key_mask is not None:
+        if last_only:  # the last query (absolute position P+T-1) may see every key
+            q, T = q[:, :, -1:], 1  # (B, nh, 1, hs)
+            y = attend(
+                q,
+                k,
+                v,
+                None if key_mask is None else key_mask[:, :, -1:],
+                impl=self.impl,
+                dropout_p=p,
+            )
+        elif key_mask is not None:
             y = attend(q, k, v, key_mask, impl=self.impl, dropout_p=p)
         elif P == 0:
             y = attend(q, k, v, causal=True, impl=self.impl, dropout_p=p)
@@ -192,8 +211,11 @@ class Block(nn.Module):
         x: torch.Tensor,
         past: tuple[torch.Tensor, torch.Tensor] | None = None,
         key_mask: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        a, kv = self.attn(self.ln_1(x), past, key_mask)
+        a, kv = self.attn(self.ln_1(x), past, key_mask, last_only)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C): only the last position goes on
         x = x + a  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))  # (B, T, C)
         return x, kv
@@ -246,10 +268,12 @@ class GPT(nn.Module):
         *,
         inputs_embeds: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, KVCache]:
         """ids (B, T) or ``inputs_embeds`` (B, T, C) -> logits (B, T, vocab) [, cache].
 
         ``key_padding_mask`` (B, P+T) bool, True = real token, covering the cached tokens too.
+        ``last_only``: logits (B, 1, vocab) of the last position only (module doc).
         """
         if (idx is None) == (inputs_embeds is None):
             raise ArchlabError("pass exactly one of idx and inputs_embeds")
@@ -287,8 +311,10 @@ class GPT(nn.Module):
             x = x * math.sqrt(d) + pe.to(x.dtype)  # (B, T, C)
         x = self.drop(x)
         cache: KVCache = []
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, None if past_kv is None else past_kv[i], key_mask)
+            past = None if past_kv is None else past_kv[i]
+            x, kv = block(x, past, key_mask, last_only and i == last)
             cache.append(kv)
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
         return (logits, cache) if use_cache else logits
@@ -318,9 +344,9 @@ class GPT(nn.Module):
         past: KVCache | None = None
         for _ in range(max_new_tokens):
             if not use_cache:
-                logits = self(idx[:, -limit:])  # (B, T', vocab)
+                logits = self(idx[:, -limit:], last_only=True)  # (B, 1, vocab)
             elif past is None or idx.size(1) > limit:
-                logits, past = self(idx[:, -limit:], use_cache=True)
+                logits, past = self(idx[:, -limit:], use_cache=True, last_only=True)
             else:
                 logits, past = self(idx[:, -1:], past_kv=past, use_cache=True)  # (B, 1, vocab)
             nxt = sample_next_token(logits[:, -1], temperature, top_k, generator)  # (B, 1)

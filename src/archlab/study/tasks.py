@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from archlab.models.gpt import GPT
+
 __all__ = ["Recall", "TwoMarks"]
 
 
@@ -80,8 +82,13 @@ class Recall:
         return x, vals[:, 0]
 
     def logits(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The model's next-token logits after the queried key, over the value tokens."""
-        return model(x)[:, -1, self.noise : self.noise + self.values]
+        """The model's next-token logits after the queried key, over the value tokens.
+
+        Only the last position is scored, so a GPT runs its final block for that position alone
+        (``GPT.forward(last_only=True)``, exact): at 525 tokens that halves its attention work.
+        """
+        out = model(x, last_only=True) if isinstance(model, GPT) else model(x)  # (B, T|1, V)
+        return out[:, -1, self.noise : self.noise + self.values]
 
     def loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
         return F.cross_entropy(self.logits(model, x), y), x.size(0)
