@@ -90,8 +90,8 @@ def test_t1_a_tie_far_behind_on_the_mean_trails_rather_than_keeps_up(base):
     v = _v("T1", m)
     assert v.status == "supported within scope"
     assert sorted(v.checks["gpt_tied_with"]) == sorted(["GRU", fb1])
-    assert "the GRU (0.99) keep(s) up" in v.label or "the GRU (1.00) keep(s) up" in v.label
-    assert f"the {fb1} (" in v.label and "trail(s)" in v.label
+    assert "the GRU (0.99) keeps up" in v.label or "the GRU (1.00) keeps up" in v.label
+    assert f"the {fb1} (" in v.label and " trails, but" in v.label
     assert f"{fb1} keep" not in v.label
 
 

@@ -122,6 +122,11 @@ def _mean_at(m: Mapping[str, Any], label: str, j: int) -> float:
     return float(np.mean([a[j] for a in m["recall"][label]["accuracy"]]))
 
 
+def _named(m: Mapping[str, Any], keys: list[str], far: int) -> str:
+    """'the GRU (1.00), the LSTM (0.55)': models with their mean recall at distance index far."""
+    return ", ".join(f"the {k} ({_mean_at(m, k, far):.2f})" for k in keys)
+
+
 def context_gain(rows: list[list[float]], lo: int = 16, hi_frac: float = 0.75) -> list[float]:
     """Per seed: mean loss at positions lo..2lo minus the mean over the last quarter of the
     window (nats/char): how much the model gains from context beyond ~lo characters."""
@@ -219,13 +224,16 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
         # mean whose seeds spread too widely to separate it is a trailer, not a match.
         close = [k for k in ties if _mean_at(m, k, far) >= gpt_far - KEEP_UP]
         trail = [k for k in ties if k not in close]
-        at = lambda ks: ", ".join(f"the {k} ({_mean_at(m, k, far):.2f})" for k in ks)  # noqa: E731
-        parts = (
-            [f"{at(close)} keep(s) up: a gated recurrent state can carry these bindings that far"]
-            if close
-            else []
-        )
-        parts += [f"{at(trail)} trail(s), but within its seeds' spread"] if trail else []
+        parts = []
+        if close:
+            verb = "keeps" if len(close) == 1 else "keep"
+            parts.append(
+                f"{_named(m, close, far)} {verb} up: a gated recurrent state can carry these "
+                "bindings that far"
+            )
+        if trail:
+            verb = "trails" if len(trail) == 1 else "trail"
+            parts.append(f"{_named(m, trail, far)} {verb}, but within its seeds' spread")
         return Verdict(
             "supported within scope",
             f"Supported within scope: at distance {d[far]} the GPT (recall {gpt_far:.2f}) is "
