@@ -204,7 +204,7 @@ def main() -> None:
             "machine": {**machine, "capabilities": capabilities().to_dict()},
             "baseline": base,
             "archlab": {
-                "command": "archlab " + " ".join(cmd[:-5] + ["--out", "RUN"]),
+                "command": "archlab " + " ".join(cmd[:-4] + ["--out", "RUN"]),
                 "eval_command": "archlab eval RUN --split val --json",
                 "budget_s": budget,
                 "load_average_at_start": load,
