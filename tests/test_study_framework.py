@@ -54,6 +54,8 @@ def test_parallel_workers_give_the_same_results_as_one_process(tiny, tmp_path):
     # computed in this run (by its workers), not read from an earlier run's cache
     assert not any(c["timing"]["from_cache"] for c in par["claims"])
     assert (tmp_path / "par" / "results.json").exists()  # written once, by this process
+    # the run's CPU time covers every claim's, its workers' included (the parent mostly waits)
+    assert par["timing"]["cpu_s"] >= sum(c["timing"]["cpu_s"] for c in par["claims"])
 
 
 def test_jobs_out_of_range_is_one_line():
