@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from archlab.cost import layers
@@ -108,7 +109,17 @@ def test_blurpool_is_a_normalized_lowpass_and_less_shift_variant():
     bp = BlurPool2d(3)
     flat = torch.ones(1, 3, 8, 8)
     assert torch.allclose(bp(flat), torch.ones(1, 3, 4, 4))  # a constant stays constant
-    assert float(bp.kernel.sum()) == pytest.approx(3.0)  # each channel's filter sums to 1
+    # Zhang 2019's form: reflect pad, depthwise conv with [1, 2, 1] ⊗ [1, 2, 1] / 16, stride 2
+    k = torch.tensor([1.0, 2.0, 1.0])
+    kernel = ((k[:, None] * k[None, :]) / 16).expand(3, 1, 3, 3)
+    for hw in ((8, 8), (7, 9), (3, 4), (16, 15)):
+        x = torch.randn(2, 3, *hw, generator=torch.Generator().manual_seed(hw[0]))
+        ref = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel, stride=2, groups=3)
+        torch.testing.assert_close(bp(x), ref, atol=1e-6, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # computed in fp32, handed back in bf16
+        xb = torch.randn(2, 3, 8, 8).bfloat16()
+        assert bp(xb).dtype == torch.bfloat16
+        torch.testing.assert_close(bp(xb).float(), bp(xb.float()), atol=1e-2, rtol=1e-2)
     # aliasing: a one-pixel shift changes max-pooled outputs more than blurred ones
     g = torch.Generator().manual_seed(0)
     x = torch.rand(16, 3, 16, 16, generator=g)
