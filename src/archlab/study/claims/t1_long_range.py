@@ -122,6 +122,12 @@ def _mean_at(m: Mapping[str, Any], label: str, j: int) -> float:
     return float(np.mean([a[j] for a in m["recall"][label]["accuracy"]]))
 
 
+def _the(names: list[str]) -> str:
+    """'the tanh RNN', 'the tanh RNN and the LSTM', 'the A, the B and the C'."""
+    items = [f"the {n}" for n in names]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _named(m: Mapping[str, Any], keys: list[str], far: int) -> str:
     """'the GRU (1.00), the LSTM (0.55)': models with their mean recall at distance index far."""
     return ", ".join(f"the {k} ({_mean_at(m, k, far):.2f})" for k in keys)
@@ -199,8 +205,8 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
     if ahead:
         return Verdict(
             "contradicted",
-            f"Contradicted: at distance {d[far]} the {', '.join(ahead)} recall(s) better than the "
-            "GPT.",
+            f"Contradicted: at distance {d[far]} {_the(ahead)} "
+            f"{'recalls' if len(ahead) == 1 else 'recall'} better than the GPT.",
             facts,
             effect,
             checks,
@@ -237,12 +243,12 @@ def verdict(m: Mapping[str, Any]) -> Verdict:
         return Verdict(
             "supported within scope",
             f"Supported within scope: at distance {d[far]} the GPT (recall {gpt_far:.2f}) is "
-            f"ahead of the {', '.join(beaten)}; " + "; ".join(parts) + ".",
+            f"ahead of {_the(beaten)}; " + "; ".join(parts) + ".",
             facts,
             effect,
             checks,
             literature("khandelwal2018", True),
-            scope=f"against the {', '.join(beaten)}; not against the {', '.join(ties)}",
+            scope=f"against {_the(beaten)}; not against {_the(ties)}",
             findings=findings,
         )
     return Verdict(
