@@ -105,3 +105,20 @@ def test_without_grad_only_the_loss_is_computed(bias):
     with _Shapes() as rec:
         linear_cross_entropy(h, w, b, t, chunk_elems=5 * v)
     assert (v, hdim) in rec.shapes  # the gradient path allocates grad_w
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e3])  # 1e3: exp(z) overflows fp32 without the max shift
+def test_fp32_path_is_stable_and_matches_unfused(scale):
+    # fp32 in, fp32 matmuls: the in-place path (addmm into the gradients, one exp per logit)
+    g = torch.Generator().manual_seed(2)
+    h = (scale * torch.randn(41, 16, generator=g)).requires_grad_()
+    w = torch.randn(53, 16, generator=g, requires_grad=True)
+    b = torch.randn(53, generator=g, requires_grad=True)
+    t = torch.randint(53, (41,), generator=g)
+    t[5] = -100
+    ref, gref = _grads(lambda: F.cross_entropy(F.linear(h, w, b), t), h, w, b)
+    got, ggot = _grads(lambda: linear_cross_entropy(h, w, b, t, chunk_elems=53 * 7), h, w, b)
+    assert torch.isfinite(got) and all(torch.isfinite(x).all() for x in ggot)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4 * scale)
+    for a, r in zip(ggot, gref, strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5 * scale)
