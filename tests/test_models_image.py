@@ -127,6 +127,60 @@ def test_vit_lsa_temperature_is_learned_per_head_and_not_decayed():
     assert id(scale) not in decayed
 
 
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_vit_patch_dropout_is_a_random_subset_in_training_only(pool):
+    """PatchDropout (Liu et al. 2023): in training, the forward equals the same ViT run on exactly
+    the tokens kept (class token + a subset of patches with their own positions); in eval, all."""
+    torch.manual_seed(0)
+    model = build("vit", pool=pool, patch_dropout=0.5)  # 9 patches -> keeps round(4.5) = 4
+    ref = build("vit", pool=pool)
+    ref.load_state_dict(model.state_dict())
+    x = images(model.config, batch=3)
+    with torch.no_grad():
+        model.eval()
+        torch.testing.assert_close(model(x), ref.eval()(x), atol=0, rtol=0)
+        model.train()
+        seen: list[torch.Tensor] = []
+        model.blocks[0].register_forward_hook(lambda m, a, out: seen.append(a[0]))
+        torch.manual_seed(5)
+        got = model(x)
+    off = 1 if pool == "cls" else 0
+    tokens = seen[0]  # (B, off + k, d): what the first block was given
+    assert model.kept_patches() == 4 and tokens.shape == (3, off + 4, 16)
+    # rebuild the full token sequence and find each kept token in it: a subset, no repeats
+    full = ref.patch_embed(x) if ref.config.tokenizer == "spt" else None
+    if full is None:
+        full = ref.patch_embed(x).flatten(2).transpose(1, 2)
+    full = full + ref.pos_emb[:, off:]  # (B, 9, d)
+    for b in range(3):
+        match = (tokens[b, off:, None, :] - full[b, None, :, :]).abs().amax(-1) < 1e-6  # (4, 9)
+        assert (match.sum(1) == 1).all() and match.any(0).sum() == 4
+    if pool == "cls":
+        cls = (ref.cls_token[0, 0] + ref.pos_emb[0, 0]).expand(3, -1)  # (B, d)
+        torch.testing.assert_close(tokens[:, 0], cls)
+    # the rest of the network is the plain ViT on those tokens
+    h = tokens
+    for block in ref.blocks:
+        h, _ = block(h)
+    h = ref.ln_f(h)
+    want = ref.head(h[:, 0] if pool == "cls" else h.mean(dim=1))
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    # two calls draw different subsets; the draw follows torch's seed (resume replays it)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        again = model(x)
+        other = model(x)
+    torch.testing.assert_close(again, got, atol=0, rtol=0)
+    assert not torch.equal(other, got)
+
+
+def test_vit_patch_dropout_rejects_a_window_and_out_of_range():
+    with pytest.raises(ValueError, match="patch_dropout"):
+        create_model("vit", image_size=12, patch_size=4, patch_dropout=1.0)
+    with pytest.raises(ValueError, match="attn_window"):
+        create_model("vit", image_size=12, patch_size=4, patch_dropout=0.25, attn_window=1)
+
+
 def test_mean_attention_distance_extremes():
     cfg = ViTConfig(image_size=12, patch_size=4, d_model=16, heads=2, layers=1)  # 3x3 grid, cls
     N = cfg.num_patches + 1

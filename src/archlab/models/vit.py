@@ -75,6 +75,7 @@ class ViTConfig:
     dropout: float = 0.0
     lsa: bool = False  # Locality Self-Attention: learned temperature, no self-token score
     attn_window: int | None = None  # local attention: patches within w grid steps; None: global
+    patch_dropout: float = 0.0  # training only: fraction of patch tokens dropped per image
 
     def __post_init__(self) -> None:
         for name in "in_channels image_size num_classes patch_size d_model layers heads".split():
@@ -98,6 +99,11 @@ class ViTConfig:
             raise ArchlabError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.attn_window is not None and self.attn_window < 0:
             raise ArchlabError(f"attn_window must be >= 0 or None, got {self.attn_window}")
+        if not 0.0 <= self.patch_dropout < 1.0:
+            raise ArchlabError(f"patch_dropout must be in [0, 1), got {self.patch_dropout}")
+        if self.patch_dropout and self.attn_window is not None:
+            # the window mask is laid out on the full patch grid; a random subset has no grid
+            raise ArchlabError("patch_dropout cannot be combined with attn_window")
 
     @property
     def grid_size(self) -> int:
@@ -279,6 +285,28 @@ class ViT(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
+    def kept_patches(self) -> int:
+        """How many of the N patch tokens a training forward keeps under ``patch_dropout``."""
+        n = self.config.num_patches
+        return max(1, round(n * (1.0 - self.config.patch_dropout)))
+
+    def drop_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """PatchDropout (Liu et al. 2023, "PatchDropout: Economizing Vision Transformers Using
+        Patch Dropout", §3): each training image keeps a uniformly random subset of its patch
+        tokens (the class token always), after the position embedding is added, so each kept
+        token still knows where it came from. Attention is permutation-equivariant, so the
+        subset's order does not matter; every layer then costs ~keep (MLP) to ~keep^2
+        (attention) of the full sequence, and the paper found accuracy held or rose for the
+        same epochs: a regularizer that also buys epochs. (B, n_cls + N, C) -> (B, n_cls + k, C).
+        """
+        off = 1 if self.cls_token is not None else 0
+        patches = x[:, off:]  # (B, N, C)
+        B, N, C = patches.shape
+        k = self.kept_patches()
+        idx = torch.rand(B, N, device=x.device).argsort(dim=1)[:, :k]  # (B, k) uniform subsets
+        kept = patches.gather(1, idx.unsqueeze(-1).expand(B, k, C))  # (B, k, C)
+        return torch.cat((x[:, :off], kept), dim=1)
+
     def forward(
         self, x: torch.Tensor, return_attn: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
@@ -291,6 +319,8 @@ class ViT(nn.Module):
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)  # (B, 1+N, C)
         x = self.drop(x + self.pos_emb)  # (B, N_tokens, C)
+        if self.training and self.config.patch_dropout:
+            x = self.drop_patches(x)  # (B, n_cls + kept, C)
         attns: list[torch.Tensor] = []
         for block in self.blocks:
             x, att = block(x, return_attn)
