@@ -249,7 +249,9 @@ def test_cnn_param_count():
     convs = [(3, 4), (4, 4), (4, 8), (8, 8), (8, 16), (16, 16)]
     expected = sum(25 * a * b + 2 * b for a, b in convs) + 16 * 10 + 10
     assert n_params(model) == expected
-    assert n_params(create_model("cnn-fmnist")) == 288_170
+    # 16-32-64-128: 3x3 convs 1-16-16, 16-32-32, 32-64-64, 64-128-128 + BN, head 128 -> 10
+    stages = [(1, 16), (16, 16), (16, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128)]
+    assert n_params(create_model("cnn-fmnist")) == sum(9 * a * b + 2 * b for a, b in stages) + 1290
 
 
 def test_resnet_param_count():
