@@ -147,11 +147,8 @@ def test_vit_patch_dropout_is_a_random_subset_in_training_only(pool):
     off = 1 if pool == "cls" else 0
     tokens = seen[0]  # (B, off + k, d): what the first block was given
     assert model.kept_patches() == 4 and tokens.shape == (3, off + 4, 16)
-    # rebuild the full token sequence and find each kept token in it: a subset, no repeats
-    full = ref.patch_embed(x) if ref.config.tokenizer == "spt" else None
-    if full is None:
-        full = ref.patch_embed(x).flatten(2).transpose(1, 2)
-    full = full + ref.pos_emb[:, off:]  # (B, 9, d)
+    # find each kept token in the full token sequence: a subset, no repeats
+    full = ref.tokens(x)[:, off:]  # (B, 9, d) patch tokens with their positions
     for b in range(3):
         match = (tokens[b, off:, None, :] - full[b, None, :, :]).abs().amax(-1) < 1e-6  # (4, 9)
         assert (match.sum(1) == 1).all() and match.any(0).sum() == 4

@@ -307,18 +307,20 @@ class ViT(nn.Module):
         kept = patches.gather(1, idx.unsqueeze(-1).expand(B, k, C))  # (B, k, C)
         return torch.cat((x[:, :off], kept), dim=1)
 
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, N_tokens, C): the patch embeddings in row-major order (after
+        the class token, if any), each plus its learned position — what the first block reads."""
+        x = self.patch_embed(x)  # SPT: (B, N, C); linear / conv stem: (B, C, g, g)
+        if self.config.tokenizer != "spt":
+            x = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        if self.cls_token is not None:
+            x = torch.cat((self.cls_token.expand(x.size(0), -1, -1), x), dim=1)  # (B, 1+N, C)
+        return x + self.pos_emb  # (B, N_tokens, C)
+
     def forward(
         self, x: torch.Tensor, return_attn: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        B = x.size(0)
-        if self.config.tokenizer == "spt":
-            x = self.patch_embed(x)  # (B, N, C) patches in row-major order
-        else:
-            x = self.patch_embed(x)  # (B, C, g, g)
-            x = x.flatten(2).transpose(1, 2)  # (B, N, C) patches in row-major order
-        if self.cls_token is not None:
-            x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)  # (B, 1+N, C)
-        x = self.drop(x + self.pos_emb)  # (B, N_tokens, C)
+        x = self.drop(self.tokens(x))  # (B, N_tokens, C)
         if self.training and self.config.patch_dropout:
             x = self.drop_patches(x)  # (B, n_cls + kept, C)
         attns: list[torch.Tensor] = []
