@@ -106,13 +106,17 @@ class _Die(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("arch,opt", [("gpt", "adamw"), ("lstm", "adamw"), ("lstm", "sgd")])
+@pytest.mark.parametrize(
+    "arch,opt", [("gpt", "adamw"), ("gpt", "muon"), ("lstm", "adamw"), ("lstm", "sgd")]
+)
 def test_killed_and_resumed_is_bit_identical(arch, opt, streams, tmp_path):
     """A run stopped by a crash after step 6 (last checkpoint: step 4) and resumed to step 12
     ends with weights torch.equal to an uninterrupted run, and the same loss log. Dropout and
     gradient accumulation are on; the LSTM carries its hidden state across the checkpoint; SGD
-    runs with momentum so its buffers must round-trip too."""
+    runs with momentum so its buffers must round-trip too, and Muon its two kinds of state."""
     sgd = {"optimizer": "sgd", "momentum": 0.9, "schedule": "linear"} if opt == "sgd" else {}
+    if opt == "muon":
+        sgd = {"optimizer": "muon"}
     cfg = TrainConfig(
         **sgd,
         max_steps=12,
@@ -220,6 +224,7 @@ def test_weight_decay_default_depends_on_the_optimizer():
     assert TrainConfig().decay == 0.1  # AdamW: decoupled
     assert TrainConfig(optimizer="sgd").decay == 0.0  # SGD: an L2 term times a large lr
     assert TrainConfig(optimizer="sgd", weight_decay=1e-5).decay == 1e-5
+    assert TrainConfig(optimizer="muon").decay == 0.1  # Muon and its AdamW groups: decoupled
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
@@ -456,3 +461,20 @@ def test_evaluation_runs_in_fp32_whatever_the_training_precision(streams):
     assert seen and all(s == (False, torch.float32) for s in seen), seen
     with torch.no_grad():
         assert real(m.eval(), "val")["loss"] == res.eval["loss"]
+
+
+@pytest.mark.parametrize("bf16_fast", [True, False])
+def test_muon_iterates_in_bf16_only_where_bf16_was_measured_faster(bf16_fast, streams):
+    """torch.optim.Muon always iterates in bf16 (~100x slower than fp32 on an AVX2-only CPU):
+    ours follows the run's resolved precision, which follows the probe (forced both ways)."""
+    from archlab.hardware import Capabilities, set_capabilities
+
+    rate = 400.0 if bf16_fast else 1.0
+    set_capabilities(Capabilities("cpu", "test cpu", (), 100.0, rate, bf16_fast, 0.1))
+    try:
+        m, t, _ = _model_task("gpt", streams)
+        tr = Trainer(m, t, TrainConfig(optimizer="muon", max_steps=1, progress=False))
+        assert tr.precision == ("bf16" if bf16_fast else "fp32")
+        assert tr.optimizer.ns_dtype == (torch.bfloat16 if bf16_fast else torch.float32)
+    finally:
+        set_capabilities(None)

@@ -40,13 +40,16 @@ class TrainConfig:
     min_lr: float | None = _f(None, "final learning rate (default lr/10)")
     # AdamW (Loshchilov & Hutter 2019) or plain / heavy-ball SGD (pytorch/examples'
     # word_language_model recipe; measured best for one epoch of the WikiText-2 LSTM here).
-    optimizer: str = _f("adamw", "optimizer", choices=("adamw", "sgd"))
+    # Muon (Jordan et al. 2024): orthogonalized momentum on hidden matrices, AdamW on the rest
+    # (train.muon); measured to train the Fashion-MNIST ViT in a quarter of AdamW's steps.
+    optimizer: str = _f("adamw", "optimizer", choices=("adamw", "sgd", "muon"))
     # Only on matrices, see optim.param_groups. None: 0.1 for AdamW (decoupled) and 0 for SGD,
     # where torch's weight_decay is an L2 term scaled by the lr (at lr 20, 0.1 would wipe weights).
     weight_decay: float | None = _f(
         None, "weight decay on matrices (default 0.1 for AdamW, decoupled; 0 for SGD)"
     )
     momentum: float = _f(0.0, "SGD momentum (0: plain SGD)")
+    muon_momentum: float = _f(0.95, "Muon momentum (Nesterov) of the hidden matrices")
     betas: tuple[float, float] = _f((0.9, 0.95), "AdamW betas, as B1,B2", metavar="B1,B2")
     eps: float = _f(1e-8, "AdamW epsilon")
     warmup_steps: int = _f(0, "linear warmup steps", flag="--warmup")
@@ -105,16 +108,17 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a positive number, got {v}")
         if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"TrainConfig.min_lr must be in [0, lr], got {self.min_lr}")
-        if self.optimizer not in ("adamw", "sgd"):
+        if self.optimizer not in ("adamw", "sgd", "muon"):
             raise ValueError(
-                f"TrainConfig.optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}"
+                f"TrainConfig.optimizer must be 'adamw', 'sgd' or 'muon', got {self.optimizer!r}"
             )
         if self.weight_decay is not None and not (
             self.weight_decay >= 0 and math.isfinite(self.weight_decay)
         ):
             raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"TrainConfig.momentum must be in [0, 1), got {self.momentum}")
+        for name in ("momentum", "muon_momentum"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas}")
         if self.schedule not in ("cosine", "linear", "constant"):
@@ -142,7 +146,7 @@ class TrainConfig:
         """The weight decay in effect (see ``weight_decay``)."""
         if self.weight_decay is not None:
             return self.weight_decay
-        return 0.1 if self.optimizer == "adamw" else 0.0
+        return 0.0 if self.optimizer == "sgd" else 0.1
 
     @property
     def final_lr(self) -> float:

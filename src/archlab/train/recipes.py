@@ -120,13 +120,16 @@ RECIPES: dict[str, Recipe] = {
             budget={"max_time": 120.0},
             measured="image_fmnist.py: >= 93.0% Fashion-MNIST test accuracy in 120 s",
         ),
-        # The pure ViT (patch embedding, no conv stem); benchmarks/image_fmnist.py.
+        # The pure ViT (patch embedding, no conv stem); benchmarks/image_fmnist.py. Muon on the
+        # blocks' matrices: 2,000 seeded steps on a Zen 4 reached 89.04% test vs AdamW's 82.65%
+        # at the same lr (the 600 s AdamW run of the time: 89.30%), 2% slower a step.
         Recipe(
             "vit-fmnist",
             "image",
             ("fashion-mnist", "fashion-mnist-subset"),
             spec={"augment": True},
             train={
+                "optimizer": "muon",
                 "batch_size": 128,
                 "lr": 2e-3,
                 "warmup_steps": 200,

@@ -1,0 +1,91 @@
+"""Muon: the Newton-Schulz iteration against the SVD, the update against torch.optim.Muon, the
+AdamW groups against torch.optim.AdamW, and which parameters get which."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from archlab.models import create_model
+from archlab.train.muon import Muon, muon_param_groups, orthogonalize
+
+
+def test_orthogonalize_approximates_u_vt_of_the_svd():
+    g = torch.Generator().manual_seed(0)
+    # A random square matrix has singular values near 0, which the quintic lifts more slowly:
+    # five steps for the rectangular ones (smallest singular value ~0.3 of the largest), eight.
+    for shape, steps in (((64, 32), 5), ((32, 64), 5), ((96, 96), 8)):
+        m = torch.randn(shape, generator=g, dtype=torch.float64)
+        o = orthogonalize(m, steps=steps, dtype=torch.float64)
+        u, _, vh = torch.linalg.svd(m, full_matrices=False)
+        s = torch.linalg.svdvals(o)
+        # The quintic lands every singular value in ~[0.7, 1.2] (Jordan et al. 2024).
+        assert 0.6 < s.min() and s.max() < 1.25, (shape, s.min(), s.max())
+        # ... with G's singular vectors: O ~ U diag(s') V^T, far from 0 or from G itself.
+        uv = u @ vh
+        cos = (o * uv).sum() / (o.norm() * uv.norm())
+        assert cos > 0.97, (shape, cos)
+        assert torch.allclose(orthogonalize(m.T, steps, torch.float64), o.T, atol=1e-12)
+
+
+def test_muon_update_matches_torch_muon():
+    """bf16 iteration (torch's choice) and torch's match_rms_adamw scaling: the same steps."""
+    torch.manual_seed(0)
+    w0 = [torch.randn(48, 24), torch.randn(24, 72)]
+    ours = [nn.Parameter(w.clone()) for w in w0]
+    ref = [nn.Parameter(w.clone()) for w in w0]
+    a = Muon(
+        [{"params": ours, "muon": True, "weight_decay": 0.1}], lr=0.02, ns_dtype=torch.bfloat16
+    )
+    b = torch.optim.Muon(ref, lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    for _ in range(4):
+        grads = [torch.randn_like(w) for w in w0]
+        for p, q, gr in zip(ours, ref, grads, strict=True):
+            p.grad, q.grad = gr.clone(), gr.clone()
+        a.step()
+        b.step()
+    for p, q, w in zip(ours, ref, w0, strict=True):
+        d_ours, d_ref = p.detach() - w, q.detach() - w
+        assert d_ref.norm() > 0.1  # the steps moved the weights
+        # Same math, bf16 rounding in a different order: deltas agree to ~1%.
+        assert (d_ours - d_ref).norm() / d_ref.norm() < 0.02
+
+
+def test_adamw_groups_equal_torch_adamw():
+    torch.manual_seed(1)
+    w0 = [torch.randn(10, 6), torch.randn(6)]
+    ours = [nn.Parameter(w.clone()) for w in w0]
+    ref = [nn.Parameter(w.clone()) for w in w0]
+    a = Muon([{"params": ours, "weight_decay": 0.05}], lr=3e-3, betas=(0.9, 0.95), eps=1e-8)
+    b = torch.optim.AdamW(ref, lr=3e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.05, fused=True)
+    for _ in range(5):
+        for p, q in zip(ours, ref, strict=True):
+            gr = torch.randn_like(p)
+            p.grad, q.grad = gr.clone(), gr.clone()
+        a.step()
+        b.step()
+    for p, q in zip(ours, ref, strict=True):
+        assert torch.equal(p, q)
+
+
+def test_vit_hidden_matrices_get_muon_the_rest_adamw():
+    model = create_model("vit-fmnist")
+    groups = muon_param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon = {names[id(p)] for g in groups if g["muon"] for p in g["params"]}
+    expected = {
+        f"blocks.{i}.{m}.weight"
+        for i in range(4)
+        for m in ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")
+    }
+    assert muon == expected  # not the patch projection, the head, norms, biases or tables
+    every = [id(p) for g in groups for p in g["params"]]
+    assert sorted(every) == sorted(id(p) for p in model.parameters())  # each exactly once
+    assert all(g["weight_decay"] == 0.05 for g in groups if g["muon"])
+    # Muon fails loudly on what it cannot orthogonalize.
+    try:
+        Muon([{"params": [nn.Parameter(torch.zeros(3))], "muon": True}], lr=1.0)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a 1-D Muon parameter was accepted")
