@@ -57,9 +57,17 @@ def test_trainer_trains_in_channels_last_and_gives_the_layout_back():
     assert conv.weight.is_contiguous()
 
 
-def test_cnn_killed_and_resumed_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("opt", ["adamw", "muon"])
+def test_cnn_killed_and_resumed_is_bit_identical(opt, tmp_path):
+    """Muon: its momentum of each channels_last kernel round-trips the file too."""
     cfg = TrainConfig(
-        max_steps=9, lr=3e-3, warmup_steps=2, checkpoint_interval=3, log_interval=1, progress=False
+        optimizer=opt,
+        max_steps=9,
+        lr=3e-3,
+        warmup_steps=2,
+        checkpoint_interval=3,
+        log_interval=1,
+        progress=False,
     )
     m1, t1 = _setup()
     Trainer(m1, t1, cfg, run_dir=tmp_path / "a", run_meta=META).fit()

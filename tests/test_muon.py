@@ -89,3 +89,39 @@ def test_vit_hidden_matrices_get_muon_the_rest_adamw():
         pass
     else:
         raise AssertionError("a 1-D Muon parameter was accepted")
+
+
+def test_cnn_hidden_kernels_get_muon_first_conv_and_head_adamw():
+    model = create_model("cnn-fmnist")
+    groups = muon_param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon = {names[id(p)] for g in groups if g["muon"] for p in g["params"]}
+    # The stem conv (1 -> 16) is the input map and the head the output map: AdamW.
+    assert muon == {f"features.{i}.0.weight" for i in (1, 3, 4, 6, 7, 9, 10)}
+    # Depthwise kernels are not matrices over channels: AdamW, whatever their place.
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 16, 1), nn.Linear(16, 4)
+    )
+    groups = muon_param_groups(net, 0.05)
+    assert [p for g in groups if g["muon"] for p in g["params"]] == [net[2].weight]
+
+
+def test_conv_kernel_update_is_its_flattened_matrix_update():
+    """A kernel (out, in, kh, kw), even in channels_last, moves exactly as the matrix
+    (out, in * kh * kw) holding the same numbers: one Muon, whatever the weight's shape."""
+    torch.manual_seed(2)
+    w0 = torch.randn(16, 8, 3, 3)
+    kernel = nn.Parameter(w0.clone().to(memory_format=torch.channels_last))
+    matrix = nn.Parameter(w0.reshape(16, 72).clone())
+    opts = [
+        Muon([{"params": [q], "muon": True, "weight_decay": 0.1}], lr=0.01)
+        for q in (kernel, matrix)
+    ]
+    for _ in range(3):
+        gr = torch.randn(16, 8, 3, 3)
+        kernel.grad = gr.clone().to(memory_format=torch.channels_last)
+        matrix.grad = gr.reshape(16, 72).clone()
+        for o in opts:
+            o.step()
+    assert (matrix.detach() - w0.reshape(16, 72)).norm() > 0.1
+    assert torch.equal(kernel.detach().reshape(16, 72), matrix.detach())

@@ -49,17 +49,29 @@ def orthogonalize(
     return x.mT if tall else x
 
 
+def _weight_layers(model: nn.Module) -> list[nn.Module]:
+    """Linear maps and dense (groups=1) convolutions, in registration order."""
+    convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.Linear) or (isinstance(m, convs) and m.groups == 1)
+    ]
+
+
 def muon_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """param_groups (decay rule) with the hidden matrices split into a group of their own.
 
-    Hidden: the decayed 2-D weights of nn.Linear layers, except the first and the last Linear in
-    registration order (the input and output maps: a ViT's patch projection and head, an MLP's
-    first and last layer), which Muon's authors leave to AdamW. Conv kernels, recurrent
-    matrices and embedding tables stay with AdamW too.
+    Hidden: the decayed weights of nn.Linear and dense nn.Conv layers, except the first and the
+    last of them in registration order (the input and output maps: a ViT's patch projection and
+    head, a CNN's first conv and head), which Muon's authors leave to AdamW. A conv kernel
+    (out, in, *k) is the matrix (out, in * prod(k)) that maps a receptive field to a pixel, as in
+    the CIFAR-10 speedruns Muon was first tuned on (Jordan et al. 2024). Depthwise and grouped
+    kernels, recurrent matrices and embedding tables stay with AdamW.
     """
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    io = {id(linears[0].weight), id(linears[-1].weight)} if linears else set()
-    hidden_ids = {id(m.weight) for m in linears if m.weight.ndim == 2} - io
+    layers = _weight_layers(model)
+    io = {id(layers[0].weight), id(layers[-1].weight)} if layers else set()
+    hidden_ids = {id(m.weight) for m in layers} - io
     decay, *others = param_groups(model, weight_decay)  # decay group first, then no-decay
     hidden = [p for p in decay["params"] if id(p) in hidden_ids]
     rest = [p for p in decay["params"] if id(p) not in hidden_ids]
@@ -99,8 +111,8 @@ class Muon(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self.ns_dtype = ns_dtype
         for g in self.param_groups:
-            if g["muon"] and any(p.ndim != 2 for p in g["params"]):
-                raise ValueError("Muon groups hold 2-D matrices only")
+            if g["muon"] and any(p.ndim < 2 for p in g["params"]):
+                raise ValueError("Muon groups hold matrices or conv kernels (>= 2-D) only")
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
@@ -123,9 +135,10 @@ class Muon(torch.optim.Optimizer):
             buf = st["momentum_buffer"]
             buf.lerp_(p.grad, 1 - mom)
             update = p.grad.lerp(buf, mom) if g["nesterov"] else buf
-            o = orthogonalize(update, g["ns_steps"], self.ns_dtype)
+            matrix = update.reshape(len(update), -1)  # a conv kernel: (out, in * prod(k))
+            o = orthogonalize(matrix, g["ns_steps"], self.ns_dtype).view(p.shape)
             p.mul_(1 - lr * wd)
-            p.add_(o.to(p.dtype), alpha=-lr * 0.2 * math.sqrt(max(p.shape)))
+            p.add_(o.to(p.dtype), alpha=-lr * 0.2 * math.sqrt(max(matrix.shape)))
 
     def _adamw_step(self, g: dict[str, Any], params: list[torch.Tensor]) -> None:
         fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)

@@ -104,14 +104,17 @@ RECIPES: dict[str, Recipe] = {
         # 32-64-128 stack at batch 64 / 3e-3 reached 90.88% (603 img/s, 1.3 epochs); this one at
         # batch 128 / 8e-3 cosine to 0, 92.75% (1,466 img/s); on a Zen 4 (bf16) 92.74% vs 93.60%.
         # No augmentation: at 2-8 epochs crops cost more than they regularize (-1.5 points).
+        # Muon on the seven hidden conv kernels at twice the lr: at the Zen 3's step budget
+        # (1,374 AdamW steps in 120 s; Muon given 1,250), fp32, four seeds: 93.30% mean vs 92.95%.
         Recipe(
             "cnn-fmnist",
             "image",
             ("fashion-mnist", "fashion-mnist-subset"),
             spec={"augment": False},
             train={
+                "optimizer": "muon",
                 "batch_size": 128,
-                "lr": 8e-3,
+                "lr": 1.6e-2,
                 "min_lr": 0.0,
                 "warmup_steps": 200,
                 "weight_decay": 0.05,
