@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from archlab.models import create_model
+from archlab.models import create_model, layers
 from archlab.models.layers import linear_cross_entropy
 
 
@@ -20,7 +20,9 @@ def _grads(fn, *xs):
 
 @pytest.mark.parametrize("chunk_elems", [1, 37 * 5, 1 << 22])  # 1 row/chunk, ragged, one chunk
 @pytest.mark.parametrize("bias", [True, False])
-def test_value_and_gradients_equal_unfused(chunk_elems, bias):
+@pytest.mark.parametrize("vocab_block", [1024, 5])  # 5: 37 words = seven blocks and a ragged one
+def test_value_and_gradients_equal_unfused(chunk_elems, bias, vocab_block, monkeypatch):
+    monkeypatch.setattr(layers, "_VOCAB_BLOCK", vocab_block)
     g = torch.Generator().manual_seed(0)
     h = torch.randn(23, 8, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(37, 8, generator=g, dtype=torch.float64, requires_grad=True)
@@ -108,7 +110,9 @@ def test_without_grad_only_the_loss_is_computed(bias):
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e3])  # 1e3: exp(z) overflows fp32 without the max shift
-def test_fp32_path_is_stable_and_matches_unfused(scale):
+@pytest.mark.parametrize("vocab_block", [1024, 4])
+def test_fp32_path_is_stable_and_matches_unfused(scale, vocab_block, monkeypatch):
+    monkeypatch.setattr(layers, "_VOCAB_BLOCK", vocab_block)
     # fp32 in and fp32 matmuls, as on a CPU where auto picks fp32; large logits need the max shift
     g = torch.Generator().manual_seed(2)
     h = (scale * torch.randn(41, 16, generator=g)).requires_grad_()
