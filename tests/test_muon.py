@@ -125,3 +125,43 @@ def test_conv_kernel_update_is_its_flattened_matrix_update():
             o.step()
     assert (matrix.detach() - w0.reshape(16, 72)).norm() > 0.1
     assert torch.equal(kernel.detach().reshape(16, 72), matrix.detach())
+
+
+def test_gram_form_equals_the_direct_iteration(monkeypatch):
+    """Wide fp32 matrices (m < n/2) take the Gram form. In fp64 it equals the direct quintic to
+    rounding; in fp32 its error against that fp64 result is within 2x of the direct fp32
+    iteration's own (1e-6 of the scale; ~5e-5 for a gradient of rank 3, whose zero singular
+    values the Gram matrix squares and both forms lift from round-off)."""
+    from archlab.train import muon
+
+    a, b, c = muon.NS_COEFFICIENTS
+
+    def direct(x):
+        x = x / x.norm()
+        for _ in range(5):
+            gram = x @ x.mT
+            x = a * x + (b * gram + c * gram @ gram) @ x
+        return x
+
+    g = torch.Generator().manual_seed(3)
+    low_rank = torch.randn(64, 3, generator=g) @ torch.randn(3, 576, generator=g)
+    for x in (torch.randn(128, 1152, generator=g), torch.randn(16, 144, generator=g), low_rank):
+        ref = direct(x.double())
+        scale = ref.abs().max()
+        got64 = orthogonalize(x, 5, torch.float64)
+        assert (got64 - ref).abs().max() < 1e-12 * scale, x.shape
+        got32 = orthogonalize(x, 5, torch.float32)
+        assert got32.dtype == torch.float32
+        err_gram = (got32.double() - ref).abs().max()
+        err_direct = (direct(x.float()).double() - ref).abs().max()
+        assert err_gram < 2 * err_direct + 1e-7 * scale, (x.shape, err_gram, err_direct)
+        assert torch.equal(orthogonalize(x.T, 5, torch.float32), got32.T)  # tall: transposed
+    # The switch: wide fp32 takes the Gram form, square or bf16 the direct one.
+    calls, real = [], muon._gram_iteration
+    monkeypatch.setattr(
+        muon, "_gram_iteration", lambda x, steps: calls.append(tuple(x.shape)) or real(x, steps)
+    )
+    orthogonalize(torch.randn(16, 144), 5, torch.float32)
+    orthogonalize(torch.randn(96, 96), 5, torch.float32)
+    orthogonalize(torch.randn(16, 144), 5, torch.bfloat16)
+    assert calls == [(16, 144)]

@@ -145,11 +145,12 @@ def _chunked_ce(
         )
         for a in range(0, h.size(0), chunk):
             hc, t, ok = hd[a : a + chunk], target[a : a + chunk], valid[a : a + chunk]
-            if buf is not None:  # fp32: in vocabulary blocks into one reused (c, V) buffer
-                z = buf[: hc.size(0)]
-                for v in range(0, w.size(0), _VOCAB_BLOCK):
-                    blk = slice(v, v + _VOCAB_BLOCK)
-                    torch.mm(hc, w.t()[:, blk], out=z[:, blk])  # (c, 1024) of the logits
+            if buf is not None:  # fp32: into one reused (c, V) buffer, in vocabulary blocks
+                z = buf[: hc.size(0)]  # on the CPU (a cache effect; a GPU takes one call)
+                step = _VOCAB_BLOCK if dev == "cpu" else w.size(0)
+                for v in range(0, w.size(0), step):
+                    blk = slice(v, v + step)
+                    torch.mm(hc, w.t()[:, blk], out=z[:, blk])  # (c, block) of the logits
             else:
                 z = (hc @ w.t()).to(acc)  # (c, V) logits in fp32
             if bias is not None:

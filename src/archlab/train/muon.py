@@ -43,10 +43,34 @@ def orthogonalize(
     if tall:  # iterate on the wide side: the Gram matrix is min(rows, cols) square
         x = x.mT
     x = x / x.norm().clamp(min=1e-7)  # Frobenius >= spectral norm: singular values <= 1
-    for _ in range(steps):
-        gram = x @ x.mT
-        x = a * x + torch.addmm(gram, gram, gram, beta=b, alpha=c) @ x
+    m, n = x.shape  # m <= n
+    if dtype in (torch.float32, torch.float64) and 30 * m < 16 * n:
+        x = _gram_iteration(x, steps)
+    else:
+        for _ in range(steps):
+            gram = x @ x.mT
+            x = a * x + torch.addmm(gram, gram, gram, beta=b, alpha=c) @ x
     return x.mT if tall else x
+
+
+def _gram_iteration(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The same iteration on the (m, m) side only, for a wide x (m < n/2).
+
+    Every iterate is X_k = P_k X_0 with P_k a polynomial in G = X_0 X_0^T, so it is symmetric
+    and commutes with G: X_k X_k^T = P_k G P_k, and P_{k+1} = a P_k + (b S + c S^2) P_k with
+    S = P_k G P_k. Cost 4 m^2 n + 8 m^3 * steps against (4 m^2 n + 2 m^3) * steps: for the cnn's
+    (128, 1152) kernel 160 vs 398 MFLOP. The rewrite is Gram Newton-Schulz (Amsel, Chen, Dao et
+    al. 2026, https://tridao.me/blog/2026/gram-newton-schulz/), who found it unstable in half
+    precision (spurious negative eigenvalues of G, fixed there by restarts); here it runs in
+    fp32/fp64 only, five steps, and is tested against the direct iteration.
+    """
+    a, b, c = NS_COEFFICIENTS
+    g = x @ x.mT  # (m, m)
+    p = torch.eye(x.size(0), dtype=x.dtype, device=x.device)
+    for _ in range(steps):
+        s = p @ g @ p  # X_k X_k^T
+        p = torch.addmm(p, torch.addmm(s, s, s, beta=b, alpha=c), p, beta=a)
+    return p @ x
 
 
 def _weight_layers(model: nn.Module) -> list[nn.Module]:
