@@ -61,7 +61,8 @@ def table(sh: dict, img: dict, wt: dict) -> str:
     rows.append(
         f"| lstm-wt2, WikiText-2 (`{wt['command']}`) | ≥ 1.5× pytorch/examples' tok/s; valid "
         f"ppl ≤ 180 after one epoch | {s['ratio']:.2f}× ({s['ours']['tokens_per_s']:,.0f} vs "
-        f"{wt['baseline']['tokens_per_s']:,.0f} tok/s); valid ppl {e['val']['perplexity']:.1f} "
+        f"{wt['baseline']['tokens_per_s']:,.0f} tok/s, median of {len(s.get('rounds', [1]))} "
+        f"interleaved rounds); valid ppl {e['val']['perplexity']:.1f} "
         f"after {e['steps']:,} steps ({e['train_s']:.0f} s) | "
         f"{'yes' if all(wt['target_met'].values()) else 'no'} |"
     )
